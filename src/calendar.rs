@@ -1,0 +1,147 @@
+//! Calendar months and the date arithmetic the rules need.
+//!
+//! ACR is reported per calendar month, so months are their own type: a count of months
+//! since year 0, which makes "M-13" a subtraction and keeps month keys 4 bytes wide.
+
+use chrono::{Datelike, Months, NaiveDate};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The years the event format accepts (spec §2).
+pub const MIN_YEAR: i32 = 2000;
+pub const MAX_YEAR: i32 = 2100;
+
+/// A calendar month, stored as `year * 12 + (month - 1)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Month(i32);
+
+impl Month {
+    pub fn new(year: i32, month: u32) -> Option<Month> {
+        (1..=12).contains(&month).then(|| Month(year * 12 + month as i32 - 1))
+    }
+
+    pub fn of(date: NaiveDate) -> Month {
+        Month(date.year() * 12 + date.month0() as i32)
+    }
+
+    /// The raw month count; stable, as stored state and digests use it.
+    pub fn index(self) -> i32 {
+        self.0
+    }
+
+    pub fn year(self) -> i32 {
+        self.0.div_euclid(12)
+    }
+
+    pub fn month(self) -> u32 {
+        self.0.rem_euclid(12) as u32 + 1
+    }
+
+    /// The month `n` months before this one.
+    pub fn back(self, n: u32) -> Month {
+        Month(self.0 - n as i32)
+    }
+
+    /// The month `n` months after this one.
+    pub fn forward(self, n: u32) -> Month {
+        Month(self.0 + n as i32)
+    }
+
+    pub fn first_day(self) -> NaiveDate {
+        NaiveDate::from_ymd_opt(self.year(), self.month(), 1).expect("every month has a day 1")
+    }
+
+    /// Parses exactly `YYYY-MM` with a year in the accepted range.
+    pub fn parse(text: &str) -> Option<Month> {
+        let b = text.as_bytes();
+        if b.len() != 7 || b[4] != b'-' || !all_digits(&b[..4]) || !all_digits(&b[5..]) {
+            return None;
+        }
+        let year: i32 = text[..4].parse().ok()?;
+        let month: u32 = text[5..].parse().ok()?;
+        if !(MIN_YEAR..=MAX_YEAR).contains(&year) {
+            return None;
+        }
+        Month::new(year, month)
+    }
+}
+
+impl fmt::Display for Month {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.year(), self.month())
+    }
+}
+
+/// The last complete calendar month before `as_of`'s month: spec §1's "M".
+pub fn last_complete_month(as_of: NaiveDate) -> Month {
+    Month::of(as_of).back(1)
+}
+
+/// `date` minus `n` calendar months, the day clamped to the target month's length
+/// (2024-02-29 − 12 months = 2023-02-28), as spec §5.4 requires.
+pub fn months_before(date: NaiveDate, n: u32) -> NaiveDate {
+    date.checked_sub_months(Months::new(n)).expect("dates stay far inside chrono's range")
+}
+
+/// Parses exactly `YYYY-MM-DD`: a real calendar date with a year in the accepted range.
+pub fn parse_date(text: &str) -> Option<NaiveDate> {
+    let b = text.as_bytes();
+    if b.len() != 10
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !all_digits(&b[..4])
+        || !all_digits(&b[5..7])
+        || !all_digits(&b[8..])
+    {
+        return None;
+    }
+    let year: i32 = text[..4].parse().ok()?;
+    if !(MIN_YEAR..=MAX_YEAR).contains(&year) {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(year, text[5..7].parse().ok()?, text[8..].parse().ok()?)
+}
+
+fn all_digits(b: &[u8]) -> bool {
+    b.iter().all(u8::is_ascii_digit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        parse_date(s).unwrap()
+    }
+
+    #[test]
+    fn m_is_the_month_before_as_of() {
+        assert_eq!(last_complete_month(d("2024-07-10")).to_string(), "2024-06");
+        assert_eq!(last_complete_month(d("2024-01-01")).to_string(), "2023-12");
+    }
+
+    #[test]
+    fn month_arithmetic_crosses_years() {
+        let m = Month::parse("2024-01").unwrap();
+        assert_eq!(m.back(13).to_string(), "2022-12");
+        assert_eq!(m.forward(12).to_string(), "2025-01");
+    }
+
+    #[test]
+    fn months_before_clamps_to_month_end() {
+        assert_eq!(months_before(d("2024-02-29"), 12), d("2023-02-28"));
+        assert_eq!(months_before(d("2024-03-31"), 1), d("2024-02-29"));
+    }
+
+    #[test]
+    fn parsing_is_strict() {
+        assert!(Month::parse("2024-13").is_none());
+        assert!(Month::parse("2024-1").is_none());
+        assert!(Month::parse("1999-12").is_none());
+        assert!(Month::parse("2101-01").is_none());
+        assert!(parse_date("2024-02-30").is_none());
+        assert!(parse_date("2024-2-03").is_none());
+        assert!(parse_date("+024-02-03").is_none());
+        assert_eq!(parse_date("2100-12-31"), NaiveDate::from_ymd_opt(2100, 12, 31));
+    }
+}

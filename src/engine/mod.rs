@@ -1,0 +1,81 @@
+//! Scoring: a partner's facts and a date in, a partner capability score with explanations out.
+//!
+//! Pure and synchronous: nothing here does IO, so the whole of spec §3–§7 is testable in
+//! microseconds. One file per subcategory; `shortfall` says what a designation is missing.
+
+mod deployments;
+mod net_customer_adds;
+mod partners;
+mod path;
+mod report;
+mod shortfall;
+mod skilling;
+mod state;
+mod usage_growth;
+
+pub use report::{
+    CustomerChange, DesignationScore, Explanation, PartnerScore, PathExplanation, PrerequisiteStatus, Shortfall,
+    ShortfallStep, SubcategoryScore,
+};
+pub use partners::Partners;
+pub use state::{Applied, PartnerState, StateError};
+
+use crate::calendar::{Month, last_complete_month};
+use crate::rules::{Designation, Path, RuleBook, RuleSet, Subcategory};
+use chrono::NaiveDate;
+
+/// What every subcategory rule evaluates against: computed once per evaluation.
+pub(crate) struct Context<'a> {
+    pub state: &'a PartnerState,
+    pub as_of: NaiveDate,
+    /// The last complete month before `as_of` (spec §1).
+    pub m: Month,
+    pub path: Path,
+    pub rules: &'a RuleSet,
+    pub holders: skilling::Holders<'a>,
+}
+
+/// Scores one partner on `as_of` under the rule set in force that day (spec §3–§7).
+pub fn evaluate(partner_id: &str, state: &PartnerState, as_of: NaiveDate, rules: &RuleBook) -> PartnerScore {
+    let set = rules.for_date(as_of);
+    let m = last_complete_month(as_of);
+    let path = path::decide(state, m, &set.path);
+    let ctx = Context {
+        state,
+        as_of,
+        m,
+        path: path.path,
+        rules: set,
+        holders: skilling::Holders::at(state, as_of, set),
+    };
+    PartnerScore {
+        partner_id: partner_id.to_owned(),
+        as_of,
+        path: path.path,
+        ttm_acr_micros: path.ttm_acr_micros,
+        path_explanation: path.explanation,
+        designations: set.designations.iter().map(|d| designation(d, &ctx)).collect(),
+    }
+}
+
+fn designation(designation: &Designation, ctx: &Context) -> DesignationScore {
+    let area = designation.solution_area;
+    let subcategories: Vec<SubcategoryScore> = designation
+        .subcategories
+        .iter()
+        .map(|sub| match sub {
+            Subcategory::NetCustomerAdds(rule) => net_customer_adds::score(rule, area, ctx),
+            Subcategory::Skilling(rule) => skilling::score(rule, ctx),
+            Subcategory::UsageGrowth(rule) => usage_growth::score(rule, area, ctx),
+            Subcategory::Deployments(rule) => deployments::score(rule, area, ctx),
+        })
+        .collect();
+    let total = subcategories.iter().map(|s| s.points).sum();
+    let q = &ctx.rules.qualification;
+    let qualified = total >= q.min_total && subcategories.iter().all(|s| s.points >= q.min_subcategory_points);
+    let shortfall = (!qualified).then(|| shortfall::plan(designation, &subcategories, total, ctx));
+    DesignationScore { designation: designation.name.clone(), total, qualified, subcategories, shortfall }
+}
+
+#[cfg(test)]
+mod tests;

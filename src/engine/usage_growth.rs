@@ -1,0 +1,45 @@
+//! Spec §5.3: growth of the area's ACR in M over the same month a year before.
+
+use super::Context;
+use super::report::{Explanation, SubcategoryScore};
+use crate::calendar::Month;
+use crate::events::SolutionArea;
+use crate::rules::UsageGrowthRule;
+
+pub(crate) fn score(rule: &UsageGrowthRule, area: SolutionArea, ctx: &Context) -> SubcategoryScore {
+    let current_month = ctx.m.back(rule.current_months_back);
+    let base_month = ctx.m.back(rule.base_months_back);
+    let total = |month: Month| -> i128 {
+        ctx.state
+            .customers()
+            .values()
+            .filter_map(|c| c.acr.binary_search_by_key(&month, |cell| cell.0).ok().map(|i| c.acr[i].1[area.index()]))
+            .sum()
+    };
+    let (current, base) = (total(current_month), total(base_month));
+    let (points, value) = if current < i128::from(rule.min_current_micros) {
+        (0, None)
+    } else if base <= 0 {
+        // Nothing last year: growth is unbounded (spec §9.6).
+        (rule.max, None)
+    } else {
+        // An exact floor, also for negative growth: div_euclid rounds toward −∞ for a
+        // positive divisor, where `/` would round toward zero.
+        let percent = ((current - base) * 100).div_euclid(base);
+        let value = i64::try_from(percent).unwrap_or(if percent > 0 { i64::MAX } else { i64::MIN });
+        (value.clamp(0, i64::from(rule.max)) as u32, Some(value))
+    };
+    SubcategoryScore {
+        name: rule.name.clone(),
+        points,
+        max: rule.max,
+        value,
+        explanation: Explanation::UsageGrowth {
+            current_month: current_month.to_string(),
+            current_micros: current,
+            base_month: base_month.to_string(),
+            base_micros: base,
+            min_current_micros: rule.min_current_micros,
+        },
+    }
+}

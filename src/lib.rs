@@ -1,0 +1,10 @@
+//! pcs: Microsoft Solutions Partner capability scores, kept fresh as facts arrive.
+//!
+//! The data path: [`events`] decodes and validates, [`engine`] merges facts into partner
+//! state and scores it under [`rules`]; [`cli`] is the command line over all of it.
+
+pub mod calendar;
+pub mod cli;
+pub mod engine;
+pub mod events;
+pub mod rules;
