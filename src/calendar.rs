@@ -72,6 +72,23 @@ impl fmt::Display for Month {
     }
 }
 
+/// Serde for months as `"YYYY-MM"` text, for reports (stored state keeps the compact number).
+pub mod month_text {
+    use super::Month;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(months: &[Month], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(months.iter().map(|m| m.to_string()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Month>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|t| Month::parse(t).ok_or_else(|| D::Error::custom(format!("{t:?} is not a YYYY-MM month"))))
+            .collect()
+    }
+}
+
 /// The last complete calendar month before `as_of`'s month: spec §1's "M".
 pub fn last_complete_month(as_of: NaiveDate) -> Month {
     Month::of(as_of).back(1)

@@ -13,7 +13,10 @@ pub(crate) fn score(rule: &DeploymentsRule, area: SolutionArea, ctx: &Context) -
         .deployments()
         .iter()
         .filter(|(_, d)| {
-            d.area == area && window_after < d.deployed_on && d.deployed_on <= ctx.as_of && rule.counts_service(&d.service)
+            d.area == area
+                && window_after < d.deployed_on
+                && d.deployed_on <= ctx.as_of
+                && rule.counts_service(&d.service)
         })
         .map(|(id, _)| id.clone())
         .collect();

@@ -3,6 +3,7 @@
 //! Pure and synchronous: nothing here does IO, so the whole of spec §3–§7 is testable in
 //! microseconds. One file per subcategory; `shortfall` says what a designation is missing.
 
+mod acr_window;
 mod deployments;
 mod net_customer_adds;
 mod partners;
@@ -13,11 +14,11 @@ mod skilling;
 mod state;
 mod usage_growth;
 
+pub use partners::Partners;
 pub use report::{
     CustomerChange, DesignationScore, Explanation, PartnerScore, PathExplanation, PrerequisiteStatus, Shortfall,
     ShortfallStep, SubcategoryScore,
 };
-pub use partners::Partners;
 pub use state::{Applied, PartnerState, StateError};
 
 use crate::calendar::{Month, last_complete_month};
@@ -32,6 +33,7 @@ pub(crate) struct Context<'a> {
     pub m: Month,
     pub path: Path,
     pub rules: &'a RuleSet,
+    pub acr: acr_window::AcrWindow<'a>,
     pub holders: skilling::Holders<'a>,
 }
 
@@ -46,6 +48,7 @@ pub fn evaluate(partner_id: &str, state: &PartnerState, as_of: NaiveDate, rules:
         m,
         path: path.path,
         rules: set,
+        acr: acr_window::AcrWindow::build(state, m, set),
         holders: skilling::Holders::at(state, as_of, set),
     };
     PartnerScore {

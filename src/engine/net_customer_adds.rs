@@ -14,21 +14,20 @@ pub(crate) fn score(rule: &NetCustomerAddsRule, area: SolutionArea, ctx: &Contex
         months
     };
     let (baseline, recent) = (months(&rule.baseline_months_back), months(&rule.recent_months_back));
+    let slots = |months: &[Month]| -> Vec<usize> { months.iter().map(|m| ctx.acr.slot(*m)).collect() };
+    let (baseline_slots, recent_slots) = (slots(&baseline), slots(&recent));
     let (mut added, mut lost) = (Vec::new(), Vec::new());
-    for (customer_id, facts) in ctx.state.customers() {
-        let acr_in = |months: &[Month]| -> Vec<i128> {
-            months
-                .iter()
-                .map(|month| {
-                    facts.acr.binary_search_by_key(month, |c| c.0).map_or(0, |i| facts.acr[i].1[area.index()])
-                })
-                .collect()
-        };
-        let (before, after) = (acr_in(&baseline), acr_in(&recent));
-        let gained = before.iter().all(|v| *v <= 0) && after.iter().any(|v| *v >= threshold);
-        let dropped = before.iter().any(|v| *v >= threshold) && after.iter().all(|v| *v < threshold);
+    for (customer_id, by_slot) in ctx.acr.customers() {
+        let acr = |slot: &usize| by_slot[*slot][area.index()];
+        let gained = baseline_slots.iter().all(|s| acr(s) <= 0) && recent_slots.iter().any(|s| acr(s) >= threshold);
+        let dropped =
+            baseline_slots.iter().any(|s| acr(s) >= threshold) && recent_slots.iter().all(|s| acr(s) < threshold);
         if gained || dropped {
-            let change = CustomerChange { customer_id: customer_id.clone(), baseline_micros: before, recent_micros: after };
+            let change = CustomerChange {
+                customer_id: customer_id.clone(),
+                baseline_micros: baseline_slots.iter().map(acr).collect(),
+                recent_micros: recent_slots.iter().map(acr).collect(),
+            };
             if gained { added.push(change) } else { lost.push(change) }
         }
     }
@@ -41,8 +40,8 @@ pub(crate) fn score(rule: &NetCustomerAddsRule, area: SolutionArea, ctx: &Contex
         value: Some(value),
         explanation: Explanation::NetCustomerAdds {
             threshold_micros: rule.threshold_micros(ctx.path),
-            baseline_months: baseline.iter().map(Month::to_string).collect(),
-            recent_months: recent.iter().map(Month::to_string).collect(),
+            baseline_months: baseline,
+            recent_months: recent,
             added,
             lost,
         },

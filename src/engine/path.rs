@@ -17,7 +17,9 @@ pub(crate) fn decide(state: &PartnerState, m: Month, rule: &PathRule) -> PathDec
     let mut ttm_acr_micros = 0i128;
     let mut explanation = PathExplanation { ttm_customers: 0, known_segment_customers: 0, smb_or_smc_customers: 0 };
     for customer in state.customers().values() {
-        let ttm: i128 = customer.acr.iter().filter(|(month, _)| (first..=m).contains(month)).flat_map(|(_, by_area)| by_area).sum();
+        let start = customer.acr.partition_point(|(month, _)| *month < first);
+        let ttm: i128 =
+            customer.acr[start..].iter().take_while(|(month, _)| *month <= m).flat_map(|(_, by_area)| by_area).sum();
         ttm_acr_micros += ttm;
         if ttm <= 0 {
             continue;

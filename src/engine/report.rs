@@ -4,6 +4,7 @@
 //! subcategory `name`, `points`, `max`, `value`) keep their names and meaning; everything else
 //! is explanation.
 
+use crate::calendar::Month;
 use crate::rules::Path;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -56,8 +57,10 @@ pub enum Explanation {
     NetCustomerAdds {
         threshold_micros: i64,
         /// The months compared, oldest first, as `YYYY-MM`.
-        baseline_months: Vec<String>,
-        recent_months: Vec<String>,
+        #[serde(with = "crate::calendar::month_text")]
+        baseline_months: Vec<Month>,
+        #[serde(with = "crate::calendar::month_text")]
+        recent_months: Vec<Month>,
         /// Customers counted +1, with their ACR in the baseline and recent months.
         added: Vec<CustomerChange>,
         /// Customers counted −1.

@@ -13,7 +13,24 @@ use crate::rules::{Designation, Subcategory};
 struct Choice {
     actions: u32,
     gain: u32,
-    action: String,
+    action: Action,
+}
+
+/// What a choice asks for; put into words only for the choices a plan takes, as most
+/// evaluations consider dozens of choices and use a few.
+enum Action {
+    Customers(u32),
+    /// Missing prerequisite holders added (filling each prerequisite in rule order before
+    /// the next, so a count says which), then more scoring individuals.
+    Skilling {
+        holders_added: u32,
+        individuals: u32,
+    },
+    Growth {
+        percent: u32,
+        needs_minimum: bool,
+    },
+    Deployments(u32),
 }
 
 pub(crate) fn plan(designation: &Designation, scores: &[SubcategoryScore], total: u32, ctx: &Context) -> Shortfall {
@@ -78,7 +95,12 @@ pub(crate) fn plan(designation: &Designation, scores: &[SubcategoryScore], total
             .filter_map(|(i, c)| {
                 c.map(|at| ShortfallStep {
                     subcategory: scores[i].name.clone(),
-                    action: options[i][at].action.clone(),
+                    action: describe(
+                        &options[i][at].action,
+                        &designation.subcategories[i],
+                        &scores[i].explanation,
+                        ctx,
+                    ),
                     points: options[i][at].gain,
                 })
             })
@@ -110,8 +132,43 @@ fn plural(n: u32) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn counted(n: u32, what: &str) -> String {
-    format!("{n} more {what}{}", plural(n))
+/// "1 more deployment", "2 more deployments"; `what` is singular, `plural_what` plural.
+fn counted(n: u32, what: &str, plural_what: &str) -> String {
+    format!("{n} more {}", if n == 1 { what } else { plural_what })
+}
+
+/// Puts a chosen action into words.
+fn describe(action: &Action, rule: &Subcategory, explanation: &Explanation, ctx: &Context) -> String {
+    match (action, rule, explanation) {
+        (Action::Customers(k), _, _) => counted(*k, "net new customer", "net new customers"),
+        (Action::Deployments(k), _, _) => counted(*k, "deployment", "deployments"),
+        (Action::Growth { percent, needs_minimum: false }, _, _) => format!("usage growth of {percent}%"),
+        (Action::Growth { percent, needs_minimum: true }, Subcategory::UsageGrowth(r), _) => format!(
+            "at least {} USD of ACR in {} and usage growth of {percent}%",
+            r.min_current_micros / 1_000_000,
+            ctx.m.back(r.current_months_back)
+        ),
+        (Action::Skilling { holders_added, individuals }, _, Explanation::Skilling { prerequisites, .. }) => {
+            let mut left = *holders_added;
+            let mut parts: Vec<String> = Vec::new();
+            for p in prerequisites {
+                let added = p.required.saturating_sub(p.held).min(left);
+                left -= added;
+                if added > 0 {
+                    parts.push(format!("{} of {}", counted(added, "holder", "holders"), p.certification));
+                }
+            }
+            if *individuals > 0 {
+                parts.push(counted(
+                    *individuals,
+                    "individual with a scoring certification",
+                    "individuals with a scoring certification",
+                ));
+            }
+            parts.join(", ")
+        }
+        _ => unreachable!("an action always matches its subcategory"),
+    }
 }
 
 /// The cumulative options of one subcategory, cheapest first.
@@ -124,7 +181,7 @@ fn options(rule: &Subcategory, score: &SubcategoryScore, ctx: &Context) -> Vec<C
             for k in 1..=(cap - value.min(cap)).max(0) as u32 {
                 let points = (value + i64::from(k)).clamp(0, cap) as u32 * r.points_per_customer;
                 if points > score.points {
-                    out.push(Choice { actions: k, gain: points - score.points, action: counted(k, "net new customer") });
+                    out.push(Choice { actions: k, gain: points - score.points, action: Action::Customers(k) });
                 }
             }
         }
@@ -142,18 +199,6 @@ fn options(rule: &Subcategory, score: &SubcategoryScore, ctx: &Context) -> Vec<C
                 let scoring = if met { r.points_per_individual * (individuals + more).min(max_individuals) } else { 0 };
                 r.max.min(points + scoring)
             };
-            let describe = |extra: &[u32], more: u32| -> String {
-                let mut parts: Vec<String> = prerequisites
-                    .iter()
-                    .zip(extra)
-                    .filter(|(_, e)| **e > 0)
-                    .map(|(p, e)| format!("{} of {}", counted(*e, "holder"), p.certification))
-                    .collect();
-                if more > 0 {
-                    parts.push(counted(more, "individual with a scoring certification"));
-                }
-                parts.join(", ")
-            };
             // First the missing prerequisite holders, one at a time, then more individuals.
             let mut extra = vec![0; prerequisites.len()];
             let mut actions = 0;
@@ -163,36 +208,36 @@ fn options(rule: &Subcategory, score: &SubcategoryScore, ctx: &Context) -> Vec<C
                     actions += 1;
                     let gain = points(&extra, 0).saturating_sub(score.points);
                     if gain > 0 {
-                        out.push(Choice { actions, gain, action: describe(&extra, 0) });
+                        out.push(Choice {
+                            actions,
+                            gain,
+                            action: Action::Skilling { holders_added: actions, individuals: 0 },
+                        });
                     }
                 }
             }
             for more in 1..=max_individuals.saturating_sub(individuals) {
                 let gain = points(&extra, more).saturating_sub(score.points);
                 if gain > 0 {
-                    out.push(Choice { actions: actions + more, gain, action: describe(&extra, more) });
+                    out.push(Choice {
+                        actions: actions + more,
+                        gain,
+                        action: Action::Skilling { holders_added: actions, individuals: more },
+                    });
                 }
             }
         }
         (Subcategory::UsageGrowth(r), Explanation::UsageGrowth { current_micros, .. }) => {
-            let low = *current_micros < i128::from(r.min_current_micros);
-            for target in score.points + 1..=r.max {
-                let action = if low {
-                    format!(
-                        "{} USD of ACR in {} and usage growth of {target}%",
-                        r.min_current_micros / 1_000_000,
-                        ctx.m.back(r.current_months_back)
-                    )
-                } else {
-                    format!("usage growth of {target}%")
-                };
-                out.push(Choice { actions: target - score.points, gain: target - score.points, action });
+            let needs_minimum = *current_micros < i128::from(r.min_current_micros);
+            for percent in score.points + 1..=r.max {
+                let gain = percent - score.points;
+                out.push(Choice { actions: gain, gain, action: Action::Growth { percent, needs_minimum } });
             }
         }
         (Subcategory::Deployments(r), _) => {
             let cap = r.max / r.points_per_deployment;
             for k in 1..=cap.saturating_sub(value as u32) {
-                out.push(Choice { actions: k, gain: k * r.points_per_deployment, action: counted(k, "deployment") });
+                out.push(Choice { actions: k, gain: k * r.points_per_deployment, action: Action::Deployments(k) });
             }
         }
         _ => unreachable!("a subcategory's explanation always matches its rule"),

@@ -5,35 +5,42 @@ use super::report::{Explanation, PrerequisiteStatus, SubcategoryScore};
 use super::state::{CertificationFacts, PartnerState};
 use crate::rules::{RuleSet, SkillingRule};
 use chrono::NaiveDate;
-use std::collections::HashMap;
 
 /// Who holds what on one day: computed once per evaluation, shared by every skilling
 /// subcategory of every designation.
 pub(crate) struct Holders<'a> {
-    /// Individuals (sorted) with the certifications they hold, active and eligible.
-    by_individual: Vec<(&'a str, Vec<&'a str>)>,
-    count: HashMap<&'a str, u32>,
+    /// `(individual, certification)` pairs held, active and eligible, sorted by individual.
+    held: Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> Holders<'a> {
     pub fn at(state: &'a PartnerState, as_of: NaiveDate, rules: &RuleSet) -> Holders<'a> {
-        let mut by_individual: Vec<(&'a str, Vec<&'a str>)> = Vec::new();
-        let mut count = HashMap::new();
-        for ((individual, certification), facts) in state.certifications() {
-            if !(is_active(facts, as_of) && rules.is_eligible(certification, as_of)) {
-                continue;
-            }
-            *count.entry(certification.as_str()).or_insert(0) += 1;
-            match by_individual.last_mut() {
-                Some((last, held)) if *last == individual.as_str() => held.push(certification),
-                _ => by_individual.push((individual, vec![certification])),
-            }
-        }
-        Holders { by_individual, count }
+        let held = state
+            .certifications()
+            .iter()
+            .filter(|(_, facts)| is_active(facts, as_of))
+            .filter(|((_, certification), _)| rules.is_eligible(certification, as_of))
+            .map(|((individual, certification), _)| (individual.as_str(), certification.as_str()))
+            .collect();
+        Holders { held }
     }
 
     fn held(&self, certification: &str) -> u32 {
-        self.count.get(certification).copied().unwrap_or(0)
+        self.held.iter().filter(|(_, c)| *c == certification).count() as u32
+    }
+
+    /// Individuals (sorted, once each) holding any of `certifications`.
+    fn individuals_holding(&self, certifications: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (individual, certification) in &self.held {
+            if out.last().is_some_and(|last| last == individual) {
+                continue;
+            }
+            if certifications.iter().any(|c| c == certification) {
+                out.push((*individual).to_owned());
+            }
+        }
+        out
     }
 }
 
@@ -65,13 +72,7 @@ pub(crate) fn score(rule: &SkillingRule, ctx: &Context) -> SubcategoryScore {
         .collect();
     let prerequisites_met = prerequisites.iter().all(|p| p.held >= p.required);
     let prerequisite_points: u32 = prerequisites.iter().map(|p| p.points).sum();
-    let individuals: Vec<String> = ctx
-        .holders
-        .by_individual
-        .iter()
-        .filter(|(_, held)| held.iter().any(|c| rule.scoring_certifications.iter().any(|s| s == c)))
-        .map(|(individual, _)| (*individual).to_owned())
-        .collect();
+    let individuals = ctx.holders.individuals_holding(&rule.scoring_certifications);
     let value = individuals.len() as u32;
     let counted_individuals = if prerequisites_met { value.min(rule.max_individuals(ctx.path)) } else { 0 };
     SubcategoryScore {

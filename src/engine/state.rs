@@ -11,7 +11,7 @@ use crate::events::{CertificationStatus, Event, Fact, Segment, SolutionArea};
 use crate::rules::RuleBook;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
@@ -37,7 +37,9 @@ pub enum Applied {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartnerState {
     /// Event ids already merged, with a digest of their fact and how long the id matters.
-    seen: HashMap<String, SeenEvent>,
+    /// foldhash: this lookup runs for every event, and SipHash costs more than the rest of
+    /// the merge; its per-process random seed still keeps crafted ids from colliding at will.
+    seen: foldhash::HashMap<String, SeenEvent>,
     customers: BTreeMap<String, CustomerFacts>,
     /// Keyed by (individual, certification): iteration groups an individual's credentials.
     certifications: BTreeMap<(String, String), CertificationFacts>,
@@ -90,7 +92,8 @@ impl Deployment {
     /// smallest `(solution_area, service)` in byte order (the area enum's order is the byte
     /// order of its names).
     fn precedes(&self, other: &Deployment) -> bool {
-        (self.deployed_on, self.area, self.service.as_bytes()) < (other.deployed_on, other.area, other.service.as_bytes())
+        (self.deployed_on, self.area, self.service.as_bytes())
+            < (other.deployed_on, other.area, other.service.as_bytes())
     }
 }
 
@@ -174,7 +177,10 @@ impl PartnerState {
 
     /// True when no event was ever merged.
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty() && self.customers.is_empty() && self.certifications.is_empty() && self.deployments.is_empty()
+        self.seen.is_empty()
+            && self.customers.is_empty()
+            && self.certifications.is_empty()
+            && self.deployments.is_empty()
     }
 
     /// Number of event ids remembered (for footprint figures and dedup-window pruning).

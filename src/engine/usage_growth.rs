@@ -10,11 +10,8 @@ pub(crate) fn score(rule: &UsageGrowthRule, area: SolutionArea, ctx: &Context) -
     let current_month = ctx.m.back(rule.current_months_back);
     let base_month = ctx.m.back(rule.base_months_back);
     let total = |month: Month| -> i128 {
-        ctx.state
-            .customers()
-            .values()
-            .filter_map(|c| c.acr.binary_search_by_key(&month, |cell| cell.0).ok().map(|i| c.acr[i].1[area.index()]))
-            .sum()
+        let slot = ctx.acr.slot(month);
+        ctx.acr.customers().map(|(_, by_slot)| by_slot[slot][area.index()]).sum()
     };
     let (current, base) = (total(current_month), total(base_month));
     let (points, value) = if current < i128::from(rule.min_current_micros) {

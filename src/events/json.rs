@@ -90,11 +90,9 @@ fn amount(value: &Value) -> Result<i64, EventError> {
                 },
             })
         }
-        other => Err(EventError::WrongType {
-            field: "amount_micros",
-            expected: "a string or an integer",
-            got: kind(other),
-        }),
+        other => {
+            Err(EventError::WrongType { field: "amount_micros", expected: "a string or an integer", got: kind(other) })
+        }
     }
 }
 
@@ -156,12 +154,24 @@ mod tests {
 
     #[test]
     fn reasons_name_the_field() {
-        assert_eq!(reason(&ACR.replace("2024-05", "2024-13")), "month \"2024-13\" is not a valid YYYY-MM month (years 2000-2100)");
+        assert_eq!(
+            reason(&ACR.replace("2024-05", "2024-13")),
+            "month \"2024-13\" is not a valid YYYY-MM month (years 2000-2100)"
+        );
         assert_eq!(reason(&ACR.replace(r#""customer_id":"C1","#, "")), "missing required field \"customer_id\"");
         assert_eq!(reason(&ACR.replace(r#""C1""#, "123")), "field \"customer_id\" must be a string, got a number");
-        assert_eq!(reason(&ACR.replace(r#""600000000""#, "5.0")), "amount_micros 5.0 is not an integer literal (write it as a string of digits)");
-        assert_eq!(reason(&ACR.replace(r#""600000000""#, "true")), "field \"amount_micros\" must be a string or an integer, got a boolean");
-        assert_eq!(reason(&ACR.replace(r#""SMB""#, r#""SOHO""#)), "customer_segment \"SOHO\" is not one of SMB, SMC, ENTERPRISE, UNKNOWN");
+        assert_eq!(
+            reason(&ACR.replace(r#""600000000""#, "5.0")),
+            "amount_micros 5.0 is not an integer literal (write it as a string of digits)"
+        );
+        assert_eq!(
+            reason(&ACR.replace(r#""600000000""#, "true")),
+            "field \"amount_micros\" must be a string or an integer, got a boolean"
+        );
+        assert_eq!(
+            reason(&ACR.replace(r#""SMB""#, r#""SOHO""#)),
+            "customer_segment \"SOHO\" is not one of SMB, SMC, ENTERPRISE, UNKNOWN"
+        );
         assert_eq!(reason("[1,2,3]"), "an event must be a JSON object, got an array");
         assert!(reason("this is not json").starts_with("not valid JSON"));
     }

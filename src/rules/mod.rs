@@ -63,6 +63,9 @@ pub struct RuleSet {
     /// `catalogue` indexed by id, built on load.
     #[serde(skip)]
     eligible_until: HashMap<String, Option<NaiveDate>>,
+    /// Every "months before M" some ACR subcategory reads, sorted and distinct, built on load.
+    #[serde(skip)]
+    acr_months_back: Vec<u32>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -220,9 +223,23 @@ impl RuleSet {
         let mut set: RuleSet = toml::from_str(text)
             .map_err(|e| RulesError::Parse { origin: origin.to_owned(), message: e.to_string() })?;
         set.origin = origin.to_owned();
-        validate::rule_set(&set)
-            .map_err(|problem| RulesError::Invalid { origin: origin.to_owned(), problem })?;
+        validate::rule_set(&set).map_err(|problem| RulesError::Invalid { origin: origin.to_owned(), problem })?;
         set.eligible_until = set.catalogue.iter().map(|c| (c.id.clone(), c.eligible_until)).collect();
+        let mut backs: Vec<u32> = set
+            .designations
+            .iter()
+            .flat_map(|d| &d.subcategories)
+            .flat_map(|s| match s {
+                Subcategory::NetCustomerAdds(r) => {
+                    r.baseline_months_back.iter().chain(&r.recent_months_back).copied().collect()
+                }
+                Subcategory::UsageGrowth(r) => vec![r.current_months_back, r.base_months_back],
+                _ => Vec::new(),
+            })
+            .collect();
+        backs.sort_unstable();
+        backs.dedup();
+        set.acr_months_back = backs;
         Ok(set)
     }
 
@@ -236,20 +253,15 @@ impl RuleSet {
         }
     }
 
+    /// Every "months before M" that net customer adds or usage growth reads, sorted.
+    pub fn acr_months_back(&self) -> &[u32] {
+        &self.acr_months_back
+    }
+
     /// The furthest back, in months before M, any ACR rule of this set looks.
     pub fn acr_lookback_months(&self) -> u32 {
-        let mut deepest = self.path.ttm_months.saturating_sub(1);
-        for s in self.designations.iter().flat_map(|d| &d.subcategories) {
-            let back = match s {
-                Subcategory::NetCustomerAdds(r) => {
-                    r.baseline_months_back.iter().chain(&r.recent_months_back).copied().max().unwrap_or(0)
-                }
-                Subcategory::UsageGrowth(r) => r.current_months_back.max(r.base_months_back),
-                _ => 0,
-            };
-            deepest = deepest.max(back);
-        }
-        deepest
+        let deepest = self.acr_months_back.last().copied().unwrap_or(0);
+        deepest.max(self.path.ttm_months.saturating_sub(1))
     }
 
     /// The longest deployment window of this set, in months.
@@ -304,7 +316,8 @@ impl RuleBook {
             .map(|p| {
                 let p = p.as_ref();
                 let origin = p.display().to_string();
-                let text = std::fs::read_to_string(p).map_err(|source| RulesError::Read { path: origin.clone(), source })?;
+                let text =
+                    std::fs::read_to_string(p).map_err(|source| RulesError::Read { path: origin.clone(), source })?;
                 RuleSet::from_toml(&text, &origin)
             })
             .collect::<Result<Vec<_>, _>>()?;

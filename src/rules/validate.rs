@@ -43,7 +43,9 @@ fn subcategory(sub: &Subcategory, at: &str, catalogue: &HashSet<&str>) -> Result
     match sub {
         Subcategory::NetCustomerAdds(r) => {
             check(r.points_per_customer > 0, || format!("{at}: points_per_customer must be > 0"))?;
-            check(r.max % r.points_per_customer == 0, || format!("{at}: max is not a multiple of points_per_customer"))?;
+            check(r.max % r.points_per_customer == 0, || {
+                format!("{at}: max is not a multiple of points_per_customer")
+            })?;
             check(r.smb_threshold_micros > 0 && r.enterprise_threshold_micros > 0, || {
                 format!("{at}: thresholds must be > 0")
             })?;
@@ -63,7 +65,9 @@ fn subcategory(sub: &Subcategory, at: &str, catalogue: &HashSet<&str>) -> Result
             for path in [Path::Smb, Path::Enterprise] {
                 let mut seen = HashSet::new();
                 for p in r.prerequisites(path) {
-                    check(p.required > 0, || format!("{at}: prerequisite {} needs a required count > 0", p.certification))?;
+                    check(p.required > 0, || {
+                        format!("{at}: prerequisite {} needs a required count > 0", p.certification)
+                    })?;
                     check(seen.insert(&p.certification), || {
                         format!("{at}: prerequisite {} is listed twice for {}", p.certification, path.name())
                     })?;
@@ -78,7 +82,9 @@ fn subcategory(sub: &Subcategory, at: &str, catalogue: &HashSet<&str>) -> Result
         }
         Subcategory::Deployments(r) => {
             check(r.points_per_deployment > 0, || format!("{at}: points_per_deployment must be > 0"))?;
-            check(r.max % r.points_per_deployment == 0, || format!("{at}: max is not a multiple of points_per_deployment"))?;
+            check(r.max % r.points_per_deployment == 0, || {
+                format!("{at}: max is not a multiple of points_per_deployment")
+            })?;
             check(r.window_months > 0, || format!("{at}: window_months must be > 0"))?;
         }
     }
