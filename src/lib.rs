@@ -7,4 +7,6 @@ pub mod calendar;
 pub mod cli;
 pub mod engine;
 pub mod events;
+pub mod proto;
 pub mod rules;
+pub mod store;

@@ -9,6 +9,7 @@ mod net_customer_adds;
 mod partners;
 mod path;
 mod report;
+mod schedule;
 mod shortfall;
 mod skilling;
 mod state;
@@ -19,6 +20,7 @@ pub use report::{
     CustomerChange, DesignationScore, Explanation, PartnerScore, PathExplanation, PrerequisiteStatus, Shortfall,
     ShortfallStep, SubcategoryScore,
 };
+pub use schedule::next_change_after;
 pub use state::{Applied, PartnerState, StateError};
 
 use crate::calendar::{Month, last_complete_month};

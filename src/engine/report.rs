@@ -20,6 +20,24 @@ pub struct PartnerScore {
     pub designations: Vec<DesignationScore>,
 }
 
+impl PartnerScore {
+    /// A digest of everything but the dates that move with `as_of` itself (`as_of`, the
+    /// deployment window's start): equal fingerprints mean no point, value or explanation
+    /// changed, so a day passing alone is not reported as a change.
+    pub fn fingerprint(&self) -> u64 {
+        let mut undated = self.clone();
+        let epoch = NaiveDate::MIN;
+        undated.as_of = epoch;
+        for s in undated.designations.iter_mut().flat_map(|d| &mut d.subcategories) {
+            if let Explanation::Deployments { window_after, .. } = &mut s.explanation {
+                *window_after = epoch;
+            }
+        }
+        let bytes = postcard::to_allocvec(&undated).expect("a report always serialises");
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    }
+}
+
 /// The figures the path was decided on (spec §4).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PathExplanation {

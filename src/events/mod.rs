@@ -7,10 +7,12 @@
 mod fields;
 mod json;
 mod lines;
+mod protobuf;
 
 pub use fields::validate_partner_id;
 pub use json::decode_json;
 pub use lines::{JsonLines, NumberedEvent};
+pub use protobuf::decode_protobuf;
 
 use crate::calendar::Month;
 use chrono::{Datelike, NaiveDate};
@@ -24,6 +26,8 @@ use xxhash_rust::xxh3::Xxh3;
 pub enum EventError {
     #[error("not valid JSON: {0}")]
     NotJson(String),
+    #[error("not a valid protobuf PartnerEvent: {0}")]
+    NotProtobuf(String),
     #[error("not valid UTF-8")]
     NotUtf8,
     #[error("an event must be a JSON object, got {0}")]

@@ -1,0 +1,248 @@
+//! The engine's report and its wire form, both ways: the service stores and sends the
+//! protobuf, the CLI prints the spec's JSON from it.
+
+use super as pb;
+use crate::calendar::{Month, parse_date};
+use crate::engine as en;
+use crate::rules::Path;
+
+/// Why a `PartnerScore` from the wire cannot be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed PartnerScore: {0}")]
+pub struct MalformedScore(String);
+
+fn saturate(v: i128) -> i64 {
+    i64::try_from(v).unwrap_or(if v > 0 { i64::MAX } else { i64::MIN })
+}
+
+impl From<&en::PartnerScore> for pb::PartnerScore {
+    fn from(s: &en::PartnerScore) -> Self {
+        pb::PartnerScore {
+            partner_id: s.partner_id.clone(),
+            as_of: s.as_of.to_string(),
+            path: match s.path {
+                Path::Smb => pb::Path::Smb,
+                Path::Enterprise => pb::Path::Enterprise,
+            } as i32,
+            ttm_acr_micros: saturate(s.ttm_acr_micros),
+            path_explanation: Some(pb::PathExplanation {
+                ttm_customers: s.path_explanation.ttm_customers,
+                known_segment_customers: s.path_explanation.known_segment_customers,
+                smb_or_smc_customers: s.path_explanation.smb_or_smc_customers,
+            }),
+            designations: s.designations.iter().map(designation_to_pb).collect(),
+        }
+    }
+}
+
+fn designation_to_pb(d: &en::DesignationScore) -> pb::DesignationScore {
+    pb::DesignationScore {
+        designation: d.designation.clone(),
+        total: d.total,
+        qualified: d.qualified,
+        subcategories: d.subcategories.iter().map(subcategory_to_pb).collect(),
+        shortfall: d.shortfall.as_ref().map(|f| pb::Shortfall {
+            points_needed: f.points_needed,
+            empty_subcategories: f.empty_subcategories.clone(),
+            steps: f
+                .steps
+                .iter()
+                .map(|s| pb::ShortfallStep { subcategory: s.subcategory.clone(), action: s.action.clone(), points: s.points })
+                .collect(),
+            summary: f.summary.clone(),
+        }),
+    }
+}
+
+fn subcategory_to_pb(s: &en::SubcategoryScore) -> pb::SubcategoryScore {
+    use pb::subcategory_score::Explanation as X;
+    let explanation = match &s.explanation {
+        en::Explanation::NetCustomerAdds { threshold_micros, baseline_months, recent_months, added, lost } => {
+            let changes = |cs: &[en::CustomerChange]| -> Vec<pb::CustomerChange> {
+                cs.iter()
+                    .map(|c| pb::CustomerChange {
+                        customer_id: c.customer_id.clone(),
+                        baseline_micros: c.baseline_micros.iter().map(|v| saturate(*v)).collect(),
+                        recent_micros: c.recent_micros.iter().map(|v| saturate(*v)).collect(),
+                    })
+                    .collect()
+            };
+            X::NetCustomerAdds(pb::NetCustomerAddsExplanation {
+                threshold_micros: *threshold_micros,
+                baseline_months: baseline_months.iter().map(Month::to_string).collect(),
+                recent_months: recent_months.iter().map(Month::to_string).collect(),
+                added: changes(added),
+                lost: changes(lost),
+            })
+        }
+        en::Explanation::Skilling {
+            prerequisites,
+            prerequisites_met,
+            prerequisite_points,
+            individuals,
+            counted_individuals,
+        } => X::Skilling(pb::SkillingExplanation {
+            prerequisites: prerequisites
+                .iter()
+                .map(|p| pb::PrerequisiteStatus {
+                    certification: p.certification.clone(),
+                    held: p.held,
+                    required: p.required,
+                    points: p.points,
+                })
+                .collect(),
+            prerequisites_met: *prerequisites_met,
+            prerequisite_points: *prerequisite_points,
+            individuals: individuals.clone(),
+            counted_individuals: *counted_individuals,
+        }),
+        en::Explanation::UsageGrowth { current_month, current_micros, base_month, base_micros, min_current_micros } => {
+            X::UsageGrowth(pb::UsageGrowthExplanation {
+                current_month: current_month.clone(),
+                current_micros: saturate(*current_micros),
+                base_month: base_month.clone(),
+                base_micros: saturate(*base_micros),
+                min_current_micros: *min_current_micros,
+            })
+        }
+        en::Explanation::Deployments { window_after, counted } => {
+            X::Deployments(pb::DeploymentsExplanation { window_after: window_after.to_string(), counted: counted.clone() })
+        }
+    };
+    pb::SubcategoryScore {
+        name: s.name.clone(),
+        points: s.points,
+        max: s.max,
+        value: s.value,
+        explanation: Some(explanation),
+    }
+}
+
+impl TryFrom<&pb::PartnerScore> for en::PartnerScore {
+    type Error = MalformedScore;
+
+    fn try_from(s: &pb::PartnerScore) -> Result<Self, MalformedScore> {
+        let bad = |what: &str| MalformedScore(format!("{what} of partner {}", s.partner_id));
+        let path = match pb::Path::try_from(s.path) {
+            Ok(pb::Path::Smb) => Path::Smb,
+            Ok(pb::Path::Enterprise) => Path::Enterprise,
+            _ => return Err(bad("path")),
+        };
+        let p = s.path_explanation.clone().unwrap_or_default();
+        Ok(en::PartnerScore {
+            partner_id: s.partner_id.clone(),
+            as_of: parse_date(&s.as_of).ok_or_else(|| bad("as_of"))?,
+            path,
+            ttm_acr_micros: i128::from(s.ttm_acr_micros),
+            path_explanation: en::PathExplanation {
+                ttm_customers: p.ttm_customers,
+                known_segment_customers: p.known_segment_customers,
+                smb_or_smc_customers: p.smb_or_smc_customers,
+            },
+            designations: s.designations.iter().map(designation_from_pb).collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+fn designation_from_pb(d: &pb::DesignationScore) -> Result<en::DesignationScore, MalformedScore> {
+    Ok(en::DesignationScore {
+        designation: d.designation.clone(),
+        total: d.total,
+        qualified: d.qualified,
+        subcategories: d.subcategories.iter().map(subcategory_from_pb).collect::<Result<_, _>>()?,
+        shortfall: d.shortfall.as_ref().map(|f| en::Shortfall {
+            points_needed: f.points_needed,
+            empty_subcategories: f.empty_subcategories.clone(),
+            steps: f
+                .steps
+                .iter()
+                .map(|s| en::ShortfallStep { subcategory: s.subcategory.clone(), action: s.action.clone(), points: s.points })
+                .collect(),
+            summary: f.summary.clone(),
+        }),
+    })
+}
+
+fn subcategory_from_pb(s: &pb::SubcategoryScore) -> Result<en::SubcategoryScore, MalformedScore> {
+    use pb::subcategory_score::Explanation as X;
+    let bad = |what: &str| MalformedScore(format!("{what} of subcategory {}", s.name));
+    let months = |ms: &[String]| -> Result<Vec<Month>, MalformedScore> {
+        ms.iter().map(|m| Month::parse(m).ok_or_else(|| bad("month"))).collect()
+    };
+    let explanation = match s.explanation.as_ref().ok_or_else(|| bad("explanation"))? {
+        X::NetCustomerAdds(x) => {
+            let changes = |cs: &[pb::CustomerChange]| -> Vec<en::CustomerChange> {
+                cs.iter()
+                    .map(|c| en::CustomerChange {
+                        customer_id: c.customer_id.clone(),
+                        baseline_micros: c.baseline_micros.iter().map(|v| i128::from(*v)).collect(),
+                        recent_micros: c.recent_micros.iter().map(|v| i128::from(*v)).collect(),
+                    })
+                    .collect()
+            };
+            en::Explanation::NetCustomerAdds {
+                threshold_micros: x.threshold_micros,
+                baseline_months: months(&x.baseline_months)?,
+                recent_months: months(&x.recent_months)?,
+                added: changes(&x.added),
+                lost: changes(&x.lost),
+            }
+        }
+        X::Skilling(x) => en::Explanation::Skilling {
+            prerequisites: x
+                .prerequisites
+                .iter()
+                .map(|p| en::PrerequisiteStatus {
+                    certification: p.certification.clone(),
+                    held: p.held,
+                    required: p.required,
+                    points: p.points,
+                })
+                .collect(),
+            prerequisites_met: x.prerequisites_met,
+            prerequisite_points: x.prerequisite_points,
+            individuals: x.individuals.clone(),
+            counted_individuals: x.counted_individuals,
+        },
+        X::UsageGrowth(x) => en::Explanation::UsageGrowth {
+            current_month: x.current_month.clone(),
+            current_micros: i128::from(x.current_micros),
+            base_month: x.base_month.clone(),
+            base_micros: i128::from(x.base_micros),
+            min_current_micros: x.min_current_micros,
+        },
+        X::Deployments(x) => en::Explanation::Deployments {
+            window_after: parse_date(&x.window_after).ok_or_else(|| bad("window_after"))?,
+            counted: x.counted.clone(),
+        },
+    };
+    Ok(en::SubcategoryScore { name: s.name.clone(), points: s.points, max: s.max, value: s.value, explanation })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Partners;
+    use crate::events::JsonLines;
+    use crate::rules::RuleBook;
+    use std::io::BufReader;
+
+    #[test]
+    fn golden_reports_round_trip_through_protobuf() {
+        let file = std::fs::File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/golden/random_1.events.jsonl")).unwrap();
+        let mut partners = Partners::default();
+        for item in JsonLines::new(BufReader::new(file)) {
+            if let (_, Ok(event)) = item.unwrap() {
+                let _ = partners.apply(&event);
+            }
+        }
+        let rules = RuleBook::embedded();
+        let mut n = 0;
+        for report in partners.evaluate(crate::calendar::parse_date("2024-07-10").unwrap(), &rules) {
+            let wire = pb::PartnerScore::from(&report);
+            assert_eq!(en::PartnerScore::try_from(&wire).unwrap(), report);
+            n += 1;
+        }
+        assert!(n > 0);
+    }
+}

@@ -1,0 +1,21 @@
+-- Writes one partner's new facts, score and source offsets in one step, and only if nobody
+-- wrote the partner since it was read: its version must still be ARGV[1]. Returns the new
+-- version, or -1 when the version moved (the caller reloads and applies again).
+--   KEYS[1]  the partner's hash
+--   ARGV[1]  expected version ("0" for a partner never written)
+--   ARGV[2]  encoded PartnerState
+--   ARGV[3]  encoded PartnerScore (protobuf)
+--   ARGV[4]  score fingerprint (decimal)
+--   ARGV[5..] pairs of source-offset field and highest applied offset
+local current = redis.call('HGET', KEYS[1], 'ver')
+if (current or '0') ~= ARGV[1] then
+  return -1
+end
+local version = tonumber(ARGV[1]) + 1
+local fields = {'ver', tostring(version), 'state', ARGV[2], 'score', ARGV[3], 'fp', ARGV[4]}
+for i = 5, #ARGV, 2 do
+  fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+return version

@@ -1,0 +1,105 @@
+//! Where partner state lives between events: the `StateStore` contract and its Redis
+//! implementation.
+//!
+//! Every key of one partner carries the hash tag `{partner_id}`, so one partner's data sits
+//! in one Redis Cluster slot and no command ever spans two partners. A partner's facts, its
+//! current score and the highest source offset applied per Kafka partition are one hash,
+//! written by one Lua script: the effect of a batch and the offsets that record it become
+//! durable together, or not at all.
+
+mod redis;
+
+pub use self::redis::RedisStore;
+
+use crate::engine::{PartnerState, StateError};
+use chrono::NaiveDate;
+use std::future::Future;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    #[error("state store answered unexpectedly: {0}")]
+    Protocol(String),
+    #[error("stored state of partner {partner_id} is unreadable: {source}")]
+    CorruptState { partner_id: String, source: StateError },
+}
+
+/// A Kafka partition events come from; the store keeps the highest offset applied from each.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourcePartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// A partner as read for an update.
+#[derive(Clone, Debug, Default)]
+pub struct StoredPartner {
+    pub state: PartnerState,
+    /// 0 for a partner never written.
+    pub version: u64,
+    /// Highest applied offset per requested source partition, in the order asked.
+    pub offsets: Vec<Option<i64>>,
+    /// Fingerprint of the stored score (without its date), to tell whether a score changed.
+    pub score_fingerprint: Option<u64>,
+}
+
+/// A partner's new content, written only if its version is still `expected_version`.
+#[derive(Clone, Debug)]
+pub struct PartnerWrite {
+    pub partner_id: String,
+    pub expected_version: u64,
+    pub state: Vec<u8>,
+    pub score: Vec<u8>,
+    pub score_fingerprint: u64,
+    pub offsets: Vec<(SourcePartition, i64)>,
+    /// The next day the score may change without a new event (day-rollover index).
+    pub next_change: Option<NaiveDate>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written { version: u64 },
+    /// Another writer got there first: reload and apply again.
+    Conflict,
+}
+
+/// A stored score: protobuf `PartnerScore` bytes and the partner's version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredScore {
+    pub score: Vec<u8>,
+    pub version: u64,
+}
+
+/// The store contract every implementation meets (and the contract tests check).
+pub trait StateStore: Clone + Send + Sync + 'static {
+    /// Answers when the store is reachable.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Reads partners for an update, with the offsets of the given source partitions.
+    fn load(
+        &self,
+        partners: &[(String, Vec<SourcePartition>)],
+    ) -> impl Future<Output = Result<Vec<StoredPartner>, StoreError>> + Send;
+
+    /// Writes each partner atomically (conditional on its version); one outcome per write.
+    fn write(&self, writes: &[PartnerWrite]) -> impl Future<Output = Result<Vec<WriteOutcome>, StoreError>> + Send;
+
+    /// Current scores, `None` for unknown partners.
+    fn scores(&self, partners: &[String]) -> impl Future<Output = Result<Vec<Option<StoredScore>>, StoreError>> + Send;
+
+    /// Up to `limit` partner ids after `after` (exclusive), in byte order.
+    fn list_partners(&self, after: &str, limit: usize) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Up to `limit` partners whose score may change on or before `day` without an event.
+    fn due(&self, day: NaiveDate, limit: usize) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Sets (or clears) a partner's next change day after it was re-evaluated for the
+    /// rollover to `today`.
+    fn reschedule(
+        &self,
+        partner_id: &str,
+        today: NaiveDate,
+        next_change: Option<NaiveDate>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
