@@ -43,16 +43,17 @@ fn day_number(day: NaiveDate) -> i64 {
 }
 
 impl RedisStore {
-    /// Connects (and keeps reconnecting in the background). `timeout` bounds every command,
-    /// so callers get an error promptly while Redis is down instead of hanging.
-    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<RedisStore, StoreError> {
+    /// Sets up the connection, which is made on first use and remade after every failure:
+    /// pcs starts (not serving) while Redis is down. `timeout` bounds every command, so
+    /// callers get an error promptly while Redis is down instead of hanging.
+    pub fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
-        let connection = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
+        let connection = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
         Ok(RedisStore {
             connection,
             prefix: prefix.to_owned(),

@@ -1,0 +1,252 @@
+//! The gRPC read API (`pcs.v1.PartnerScoreService`).
+
+mod status;
+
+pub use status::{ApiError, RESUME_CURSOR};
+
+use crate::calendar::parse_date;
+use crate::clock::Clock;
+use crate::engine::evaluate;
+use crate::events::validate_partner_id;
+use crate::feed::{Cursor, WatchHub, WatchItem};
+use crate::proto::{self, partner_score_service_server::PartnerScoreService};
+use crate::rules::RuleBook;
+use crate::store::StateStore;
+use chrono::{Days, NaiveDate};
+use prost::Message;
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// Most partners one BatchGetScores may name.
+pub const MAX_BATCH: usize = 1000;
+/// Most scores one ListScores page may hold.
+pub const MAX_PAGE: usize = 1000;
+const DEFAULT_PAGE: usize = 100;
+
+pub struct ScoreApi<S> {
+    pub store: S,
+    pub rules: Arc<RuleBook>,
+    pub clock: Clock,
+    pub history_days: u32,
+    pub hub: Arc<WatchHub>,
+    pub watch_buffer: usize,
+    pub shutdown: broadcast::Sender<()>,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidArgument { field, message: message.into() }
+}
+
+fn partner_id(field: &'static str, id: &str) -> Result<(), ApiError> {
+    validate_partner_id(id).map_err(|e| invalid(field, e.to_string()))
+}
+
+fn decode_score(bytes: &[u8]) -> Result<proto::PartnerScore, ApiError> {
+    proto::PartnerScore::decode(bytes)
+        .map_err(|e| ApiError::Store(crate::store::StoreError::Protocol(format!("stored score: {e}"))))
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::ScoreChanged, Status>> + Send>>;
+
+impl<S: StateStore> ScoreApi<S> {
+    async fn get_score(&self, request: proto::GetScoreRequest) -> Result<proto::GetScoreResponse, ApiError> {
+        partner_id("partner_id", &request.partner_id)?;
+        let today = self.clock.today();
+        let as_of = match request.as_of.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(parse_date(text).ok_or_else(|| invalid("as_of", format!("{text:?} is not a YYYY-MM-DD date")))?),
+        };
+        match as_of {
+            None => {
+                let stored = self.store.scores(std::slice::from_ref(&request.partner_id)).await?.remove(0);
+                let stored = stored.ok_or_else(|| ApiError::NotFound(request.partner_id.clone()))?;
+                Ok(proto::GetScoreResponse { score: Some(decode_score(&stored.score)?), version: stored.version })
+            }
+            Some(as_of) => {
+                let history_start: NaiveDate = today.checked_sub_days(Days::new(u64::from(self.history_days))).unwrap_or(today);
+                if as_of < history_start {
+                    return Err(ApiError::BeforeHistory { as_of: as_of.to_string(), history_start: history_start.to_string() });
+                }
+                let stored = self.store.load(&[(request.partner_id.clone(), Vec::new())]).await?.remove(0);
+                if stored.version == 0 {
+                    return Err(ApiError::NotFound(request.partner_id));
+                }
+                let score = evaluate(&request.partner_id, &stored.state, as_of, &self.rules);
+                Ok(proto::GetScoreResponse { score: Some(proto::PartnerScore::from(&score)), version: stored.version })
+            }
+        }
+    }
+
+    async fn batch_get(&self, request: proto::BatchGetScoresRequest) -> Result<proto::BatchGetScoresResponse, ApiError> {
+        if request.partner_ids.len() > MAX_BATCH {
+            return Err(ApiError::TooMany(format!(
+                "partner_ids names {} partners; at most {MAX_BATCH} per BatchGetScores",
+                request.partner_ids.len()
+            )));
+        }
+        let mut seen = HashSet::new();
+        let ids: Vec<String> = request.partner_ids.into_iter().filter(|id| seen.insert(id.clone())).collect();
+        for id in &ids {
+            partner_id("partner_ids", id)?;
+        }
+        let stored = self.store.scores(&ids).await?;
+        let mut response = proto::BatchGetScoresResponse::default();
+        for (id, score) in ids.into_iter().zip(stored) {
+            match score {
+                Some(s) => response.scores.push(decode_score(&s.score)?),
+                None => response.not_found.push(id),
+            }
+        }
+        Ok(response)
+    }
+
+    async fn list(&self, request: proto::ListScoresRequest) -> Result<proto::ListScoresResponse, ApiError> {
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE,
+            n if n < 0 || n as usize > MAX_PAGE => return Err(invalid("page_size", format!("must be 0-{MAX_PAGE}, got {n}"))),
+            n => n as usize,
+        };
+        let mut after = if request.page_token.is_empty() {
+            String::new()
+        } else {
+            partner_id("page_token", &request.page_token)?;
+            request.page_token.clone()
+        };
+        let designation = request.designation.filter(|d| !d.is_empty());
+        if let Some(d) = &designation
+            && !self.rules.sets().iter().any(|s| s.designations.iter().any(|x| x.name == *d))
+        {
+            return Err(invalid("designation", format!("{d:?} is not a designation of the rule set")));
+        }
+        let keep = |score: &proto::PartnerScore| -> bool {
+            let mut designations = score.designations.iter().filter(|x| designation.as_ref().is_none_or(|d| x.designation == *d));
+            match request.qualified {
+                None => designation.is_none() || designations.next().is_some(),
+                Some(q) => {
+                    if designation.is_some() { designations.any(|x| x.qualified == q) } else if q { designations.any(|x| x.qualified) } else { designations.all(|x| !x.qualified) }
+                }
+            }
+        };
+        // A filtered page may need to look at more partners than it returns; a bounded look
+        // keeps every call short, and the token lets the client carry on.
+        let scan_limit = page_size * 10;
+        let mut scanned = 0;
+        let mut response = proto::ListScoresResponse::default();
+        while response.scores.len() < page_size && scanned < scan_limit {
+            let ids = self.store.list_partners(&after, page_size - response.scores.len()).await?;
+            if ids.is_empty() {
+                return Ok(response);
+            }
+            scanned += ids.len();
+            let stored = self.store.scores(&ids).await?;
+            for (id, score) in ids.iter().zip(stored) {
+                if let Some(s) = score {
+                    let score = decode_score(&s.score)?;
+                    if keep(&score) {
+                        response.scores.push(score);
+                    }
+                }
+                after = id.clone();
+            }
+        }
+        response.next_page_token = after;
+        Ok(response)
+    }
+
+    async fn watch(&self, request: proto::WatchScoresRequest) -> Result<WatchStream, ApiError> {
+        let wanted: Option<HashSet<String>> = match (request.all, request.partner_ids.is_empty()) {
+            (true, true) => None,
+            (true, false) => return Err(invalid("partner_ids", "give partner_ids or all, not both")),
+            (false, true) => return Err(invalid("partner_ids", "name at least one partner, or set all")),
+            (false, false) => {
+                for id in &request.partner_ids {
+                    partner_id("partner_ids", id)?;
+                }
+                Some(request.partner_ids.into_iter().collect())
+            }
+        };
+        let (tx, rx) = mpsc::channel::<Result<proto::ScoreChanged, Status>>(16);
+        let to_change = move |item: &WatchItem| -> Option<Result<proto::ScoreChanged, Status>> {
+            if wanted.as_ref().is_some_and(|w| !w.contains(&item.partner_id)) {
+                return None;
+            }
+            Some(decode_score(&item.score).map_err(Status::from).map(|score| proto::ScoreChanged {
+                score: Some(score),
+                version: item.version,
+                cursor: item.cursor.encode(),
+            }))
+        };
+        if request.resume_cursor.is_empty() {
+            let mut live = self.hub.subscribe();
+            let buffer = self.watch_buffer;
+            tokio::spawn(async move {
+                let mut last = Cursor::default();
+                loop {
+                    match live.recv().await {
+                        Ok(item) => {
+                            last = item.cursor.clone();
+                            if let Some(change) = to_change(&item)
+                                && tx.send(change).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let _ = tx.send(Err(ApiError::Lagged { buffer, cursor: last }.into())).await;
+                            return;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        } else {
+            let cursor = Cursor::parse(&request.resume_cursor).map_err(|m| invalid("resume_cursor", m))?;
+            let mut feed = self.hub.resume(cursor, self.shutdown.subscribe()).await?;
+            tokio::spawn(async move {
+                while let Some(item) = feed.recv().await {
+                    if let Some(change) = to_change(&item)
+                        && tx.send(change).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl<S: StateStore> PartnerScoreService for ScoreApi<S> {
+    async fn get_score(&self, request: Request<proto::GetScoreRequest>) -> Result<Response<proto::GetScoreResponse>, Status> {
+        Ok(Response::new(self.get_score(request.into_inner()).await?))
+    }
+
+    async fn batch_get_scores(
+        &self,
+        request: Request<proto::BatchGetScoresRequest>,
+    ) -> Result<Response<proto::BatchGetScoresResponse>, Status> {
+        Ok(Response::new(self.batch_get(request.into_inner()).await?))
+    }
+
+    async fn list_scores(
+        &self,
+        request: Request<proto::ListScoresRequest>,
+    ) -> Result<Response<proto::ListScoresResponse>, Status> {
+        Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+
+    type WatchScoresStream = WatchStream;
+
+    async fn watch_scores(
+        &self,
+        request: Request<proto::WatchScoresRequest>,
+    ) -> Result<Response<Self::WatchScoresStream>, Status> {
+        Ok(Response::new(self.watch(request.into_inner()).await?))
+    }
+}

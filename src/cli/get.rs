@@ -1,0 +1,44 @@
+//! `pcs get`: partners' scores from a running service, as spec §7 JSON lines.
+
+use crate::config::date_arg;
+use crate::engine::PartnerScore;
+use crate::proto::{self, partner_score_service_client::PartnerScoreServiceClient};
+use anyhow::Context;
+use chrono::NaiveDate;
+use std::process::ExitCode;
+use tonic::Code;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Partner ids.
+    #[arg(required = true, value_name = "PARTNER")]
+    partners: Vec<String>,
+    /// The service's gRPC address.
+    #[arg(long, env = "PCS_ADDR", default_value = "http://127.0.0.1:50051", value_name = "URL")]
+    addr: String,
+    /// Score on this day instead of the current score.
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = date_arg)]
+    as_of: Option<NaiveDate>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut client = PartnerScoreServiceClient::connect(args.addr.clone())
+        .await
+        .with_context(|| format!("cannot connect to {}", args.addr))?;
+    let mut missing = false;
+    for partner_id in args.partners {
+        let request = proto::GetScoreRequest { partner_id: partner_id.clone(), as_of: args.as_of.map(|d| d.to_string()) };
+        match client.get_score(request).await {
+            Ok(response) => {
+                let score = response.into_inner().score.context("the service sent an empty score")?;
+                println!("{}", serde_json::to_string(&PartnerScore::try_from(&score)?)?);
+            }
+            Err(status) if status.code() == Code::NotFound => {
+                eprintln!("pcs: {}", status.message());
+                missing = true;
+            }
+            Err(status) => anyhow::bail!("GetScore {partner_id}: {:?}: {}", status.code(), status.message()),
+        }
+    }
+    Ok(if missing { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,58 @@
+//! `pcs produce`: sends a JSON Lines file to the events topic, one message per non-blank
+//! line, keyed by its partner_id. Lines are sent as they are (a bad line goes to the
+//! service's dead-letter topic, as it would from any producer).
+
+use crate::kafka;
+use anyhow::Context;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// JSON Lines event file (`-` reads standard input).
+    #[arg(long, value_name = "FILE")]
+    file: PathBuf,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "PCS_KAFKA_BROKERS", default_value = "127.0.0.1:9092", value_name = "HOSTS")]
+    kafka_brokers: String,
+    /// Topic to send to.
+    #[arg(long, env = "PCS_EVENTS_TOPIC", default_value = "pcs.partner-events", value_name = "TOPIC")]
+    topic: String,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let reader: Box<dyn BufRead> = if args.file.as_os_str() == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(BufReader::new(
+            std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?,
+        ))
+    };
+    let producer: FutureProducer = kafka::producer_config(&args.kafka_brokers).create()?;
+    let mut deliveries = Vec::new();
+    for line in reader.split(b'\n') {
+        let mut line = line.with_context(|| format!("cannot read {}", args.file.display()))?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let key = serde_json::from_slice::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v.get("partner_id").and_then(|p| p.as_str()).map(str::to_owned));
+        let mut record = FutureRecord::to(&args.topic).payload(&line);
+        if let Some(key) = &key {
+            record = record.key(key);
+        }
+        deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
+    }
+    let sent = deliveries.len();
+    for delivery in deliveries {
+        delivery.await?.map_err(|(e, _)| e).context("delivery failed")?;
+    }
+    eprintln!("pcs: sent {sent} events to {}", args.topic);
+    Ok(ExitCode::SUCCESS)
+}

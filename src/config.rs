@@ -1,0 +1,145 @@
+//! `pcs serve` configuration: one struct, every field a flag with a `PCS_*` environment
+//! variable, checked as a whole before anything starts.
+
+use crate::calendar::parse_date;
+use chrono::NaiveDate;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+#[derive(clap::Args, Clone, Debug, Serialize)]
+pub struct ServeConfig {
+    /// Kafka bootstrap servers (host:port,...).
+    #[arg(long, env = "PCS_KAFKA_BROKERS", value_name = "HOSTS")]
+    pub kafka_brokers: String,
+    /// Redis URL (redis://[user:password@]host:port[/db]).
+    #[arg(long, env = "PCS_REDIS_URL", default_value = "redis://127.0.0.1:6379", value_name = "URL")]
+    #[serde(skip)]
+    pub redis_url: String,
+    /// Prefix of every Redis key pcs writes (several deployments can share one Redis).
+    #[arg(long, env = "PCS_REDIS_PREFIX", default_value = "pcs", value_name = "PREFIX")]
+    pub redis_prefix: String,
+    /// Bound on every Redis command; reads answer UNAVAILABLE after it while Redis is down.
+    #[arg(long, env = "PCS_REDIS_TIMEOUT_MS", default_value_t = 2000, value_name = "MS")]
+    pub redis_timeout_ms: u64,
+    /// Topic of partner events (JSON or protobuf).
+    #[arg(long, env = "PCS_EVENTS_TOPIC", default_value = "pcs.partner-events", value_name = "TOPIC")]
+    pub events_topic: String,
+    /// Dead-letter topic for rejected events (default: the events topic + ".dlq").
+    #[arg(long, env = "PCS_DLQ_TOPIC", value_name = "TOPIC")]
+    pub dlq_topic: Option<String>,
+    /// Compacted topic of scores (key partner id, value protobuf PartnerScore).
+    #[arg(long, env = "PCS_SCORES_TOPIC", default_value = "pcs.partner-scores", value_name = "TOPIC")]
+    pub scores_topic: String,
+    /// Consumer group of the event consumers.
+    #[arg(long, env = "PCS_GROUP_ID", default_value = "pcs", value_name = "GROUP")]
+    pub group_id: String,
+    /// Partitions of the events topic when pcs creates it.
+    #[arg(long, env = "PCS_EVENTS_PARTITIONS", default_value_t = 6)]
+    pub events_partitions: i32,
+    /// Partitions of the scores topic when pcs creates it.
+    #[arg(long, env = "PCS_SCORES_PARTITIONS", default_value_t = 6)]
+    pub scores_partitions: i32,
+    /// Partitions of the dead-letter topic when pcs creates it.
+    #[arg(long, env = "PCS_DLQ_PARTITIONS", default_value_t = 1)]
+    pub dlq_partitions: i32,
+    /// Replication factor of created topics (-1: the broker's default).
+    #[arg(long, env = "PCS_REPLICATION_FACTOR", default_value_t = -1, allow_negative_numbers = true)]
+    pub replication_factor: i32,
+    /// gRPC listen address.
+    #[arg(long, env = "PCS_LISTEN", default_value = "127.0.0.1:50051", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Fix "today" (YYYY-MM-DD) instead of the UTC date: for tests and backfills.
+    #[arg(long, env = "PCS_NOW", value_name = "YYYY-MM-DD", value_parser = date_arg)]
+    pub now: Option<NaiveDate>,
+    /// Rule set files (TOML); default: the built-in rule set.
+    #[arg(long, env = "PCS_RULES", value_delimiter = ',', value_name = "FILE")]
+    pub rules: Vec<PathBuf>,
+    /// Most events in one batch.
+    #[arg(long, env = "PCS_BATCH_MAX_EVENTS", default_value_t = 5000)]
+    pub batch_max_events: usize,
+    /// Longest a batch waits to fill after its first event.
+    #[arg(long, env = "PCS_BATCH_MAX_WAIT_MS", default_value_t = 20, value_name = "MS")]
+    pub batch_max_wait_ms: u64,
+    /// Days of history kept: facts that cannot affect a score on any of these days are pruned,
+    /// and GetScore answers for `as_of` within them.
+    #[arg(long, env = "PCS_HISTORY_DAYS", default_value_t = 400)]
+    pub history_days: u32,
+    /// Score changes buffered per watch stream before it is closed as lagging (with a cursor
+    /// to resume from).
+    #[arg(long, env = "PCS_WATCH_BUFFER", default_value_t = 1024)]
+    pub watch_buffer: usize,
+}
+
+pub(crate) fn date_arg(text: &str) -> Result<NaiveDate, String> {
+    parse_date(text).ok_or_else(|| format!("{text:?} is not a YYYY-MM-DD date between 2000 and 2100"))
+}
+
+impl ServeConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |m: String| Err(ConfigError(m));
+        if self.kafka_brokers.trim().is_empty() {
+            return fail("--kafka-brokers is empty".into());
+        }
+        for (flag, topic) in [
+            ("--events-topic", &self.events_topic),
+            ("--scores-topic", &self.scores_topic),
+            ("--dlq-topic", &self.dlq_topic()),
+        ] {
+            let ok = !topic.is_empty()
+                && topic.len() <= 249
+                && topic.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+            if !ok {
+                return fail(format!("{flag} {topic:?} is not a valid Kafka topic name"));
+            }
+        }
+        if self.events_topic == self.scores_topic || self.events_topic == self.dlq_topic() {
+            return fail("the events, scores and dead-letter topics must differ".into());
+        }
+        for (flag, n) in [
+            ("--events-partitions", self.events_partitions),
+            ("--scores-partitions", self.scores_partitions),
+            ("--dlq-partitions", self.dlq_partitions),
+        ] {
+            if n < 1 {
+                return fail(format!("{flag} must be at least 1"));
+            }
+        }
+        if self.replication_factor == 0 || self.replication_factor < -1 {
+            return fail("--replication-factor must be -1 (broker default) or at least 1".into());
+        }
+        if !(1..=100_000).contains(&self.batch_max_events) {
+            return fail("--batch-max-events must be 1-100000".into());
+        }
+        if self.redis_timeout_ms == 0 {
+            return fail("--redis-timeout-ms must be > 0".into());
+        }
+        if self.history_days < 1 {
+            return fail("--history-days must be at least 1".into());
+        }
+        if self.watch_buffer < 1 {
+            return fail("--watch-buffer must be at least 1".into());
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}']) {
+            return fail("--redis-prefix must be non-empty and free of { }".into());
+        }
+        Ok(())
+    }
+
+    pub fn dlq_topic(&self) -> String {
+        self.dlq_topic.clone().unwrap_or_else(|| format!("{}.dlq", self.events_topic))
+    }
+
+    pub fn batch_max_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_max_wait_ms)
+    }
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+}

@@ -1,0 +1,234 @@
+//! Applies a batch of events to partner state in the store, with an exactly-once effect.
+//!
+//! Per partner: read its facts, the store version and the highest offset applied from each
+//! source partition; skip events at or below that offset (a replay after a crash or a
+//! rebalance); merge the rest; evaluate; write facts, score and offsets in one conditional
+//! step. A concurrent writer of the same partner (possible only when producers do not key
+//! by partner) makes the write fail on the version, and the partner is read and applied again.
+
+use super::{DeadLetter, DeadLetterSink, IngestError, Received};
+use crate::engine::{Applied, PartnerState, StateError, evaluate, next_change_after};
+use crate::proto;
+use crate::rules::RuleBook;
+use crate::store::{PartnerWrite, SourcePartition, StateStore, StoredPartner, WriteOutcome};
+use chrono::{Days, NaiveDate};
+use prost::Message;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+/// A concurrent writer can win a partner this many times in a row before the batch fails
+/// (and is retried as a whole).
+const MAX_CONFLICT_ROUNDS: usize = 16;
+
+/// A score that changed and is now stored: what the feed publishes.
+#[derive(Clone, Debug)]
+pub struct ScoreUpdate {
+    pub partner_id: String,
+    /// Protobuf `PartnerScore`.
+    pub score: Vec<u8>,
+    pub version: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct BatchResult {
+    /// Scores that changed, to publish.
+    pub changed: Vec<ScoreUpdate>,
+    /// Partners that had events replayed: their stored score may never have been published
+    /// (a crash between the store write and the publish), so it is published again.
+    pub replayed: Vec<String>,
+    /// Events merged as new facts.
+    pub applied: usize,
+}
+
+pub struct Applier<S> {
+    pub store: S,
+    pub rules: Arc<RuleBook>,
+    pub history_days: u32,
+}
+
+/// One partner's share of a batch, worked out in memory.
+struct Plan {
+    write: Option<PartnerWrite>,
+    replayed: bool,
+    applied: usize,
+    score_changed: bool,
+    rejected: Vec<(usize, StateError)>,
+}
+
+impl<S: StateStore> Applier<S> {
+    /// The oldest day evaluations must stay right for: what is older is pruned.
+    pub fn history_start(&self, today: NaiveDate) -> NaiveDate {
+        today.checked_sub_days(Days::new(u64::from(self.history_days))).unwrap_or(today)
+    }
+
+    /// Applies `events` (already decoded) as of `today`. Events rejected by the partner's
+    /// state (a reused id) go to `dead_letters` before anything is written, so a crash
+    /// after the write cannot lose them.
+    pub async fn apply(
+        &self,
+        today: NaiveDate,
+        events: &[Received],
+        dead_letters: &impl DeadLetterSink,
+    ) -> Result<BatchResult, IngestError> {
+        let mut pending: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, e) in events.iter().enumerate() {
+            pending.entry(e.event.partner_id.as_str()).or_default().push(i);
+        }
+        let mut result = BatchResult::default();
+        let mut dead_sent: HashSet<usize> = HashSet::new();
+        for _round in 0..MAX_CONFLICT_ROUNDS {
+            if pending.is_empty() {
+                return Ok(result);
+            }
+            let requests: Vec<(String, Vec<SourcePartition>)> = pending
+                .iter()
+                .map(|(partner, indexes)| {
+                    let mut sources: Vec<SourcePartition> = indexes.iter().map(|i| events[*i].source.clone()).collect();
+                    sources.sort();
+                    sources.dedup();
+                    ((*partner).to_owned(), sources)
+                })
+                .collect();
+            let stored = self.store.load(&requests).await?;
+            let plans: Vec<Plan> = requests
+                .iter()
+                .zip(stored)
+                .zip(pending.values())
+                .map(|(((partner, sources), stored), indexes)| self.plan(partner, sources, stored, indexes, events, today))
+                .collect();
+
+            let letters: Vec<DeadLetter> = plans
+                .iter()
+                .flat_map(|p| &p.rejected)
+                .filter(|(i, _)| dead_sent.insert(*i))
+                .map(|(i, reason)| DeadLetter::of(&events[*i].raw, reason.to_string()))
+                .collect();
+            if !letters.is_empty() {
+                dead_letters.send(letters).await?;
+            }
+
+            let writes: Vec<PartnerWrite> = plans.iter().filter_map(|p| p.write.clone()).collect();
+            let outcomes = if writes.is_empty() { Vec::new() } else { self.store.write(&writes).await? };
+            let mut outcomes = outcomes.into_iter();
+            let mut conflicted = Vec::new();
+            for (plan, partner) in plans.into_iter().zip(pending.keys()) {
+                if plan.replayed {
+                    result.replayed.push((*partner).to_owned());
+                }
+                let Some(write) = plan.write else { continue };
+                match outcomes.next() {
+                    Some(WriteOutcome::Written { version }) => {
+                        result.applied += plan.applied;
+                        if plan.score_changed {
+                            result.changed.push(ScoreUpdate { partner_id: write.partner_id, score: write.score, version });
+                        }
+                    }
+                    Some(WriteOutcome::Conflict) => conflicted.push(*partner),
+                    None => return Err(IngestError::Store(crate::store::StoreError::Protocol("missing write outcome".into()))),
+                }
+            }
+            pending.retain(|partner, _| conflicted.contains(partner));
+        }
+        Err(IngestError::Contended(pending.keys().map(|p| (*p).to_owned()).collect()))
+    }
+
+    fn plan(
+        &self,
+        partner_id: &str,
+        sources: &[SourcePartition],
+        stored: StoredPartner,
+        indexes: &[usize],
+        events: &[Received],
+        today: NaiveDate,
+    ) -> Plan {
+        let StoredPartner { mut state, version, offsets: applied_offsets, score_fingerprint } = stored;
+        let mut highest: Vec<Option<i64>> = applied_offsets.clone();
+        let mut plan = Plan { write: None, replayed: false, applied: 0, score_changed: false, rejected: Vec::new() };
+        for &i in indexes {
+            let event = &events[i];
+            let slot = sources.iter().position(|s| *s == event.source).expect("every event's source was requested");
+            if applied_offsets[slot].is_some_and(|done| event.offset <= done) {
+                plan.replayed = true;
+                continue;
+            }
+            match state.apply(&event.event) {
+                Ok(Applied::New) => plan.applied += 1,
+                Ok(Applied::Redelivery) => {}
+                Err(reason) => plan.rejected.push((i, reason)),
+            }
+            highest[slot] = Some(highest[slot].map_or(event.offset, |h| h.max(event.offset)));
+        }
+        if plan.applied == 0 {
+            // Nothing new: the stored facts already hold every fact of these events.
+            return plan;
+        }
+        state.prune(self.history_start(today), &self.rules);
+        let score = evaluate(partner_id, &state, today, &self.rules);
+        let fingerprint = score.fingerprint();
+        plan.score_changed = score_fingerprint != Some(fingerprint);
+        plan.write = Some(PartnerWrite {
+            partner_id: partner_id.to_owned(),
+            expected_version: version,
+            state: state.encode(),
+            score: proto::PartnerScore::from(&score).encode_to_vec(),
+            score_fingerprint: fingerprint,
+            offsets: sources.iter().cloned().zip(highest).filter_map(|(s, o)| o.map(|o| (s, o))).collect(),
+            next_change: next_change_after(&state, today, &self.rules),
+        });
+        plan
+    }
+
+    /// Re-evaluates partners whose score may have changed by `today` with no new event
+    /// (a month rollover, a deployment ageing out, a certification expiring). Returns the
+    /// scores that changed.
+    pub async fn roll_over(&self, today: NaiveDate, batch: usize) -> Result<Vec<ScoreUpdate>, IngestError> {
+        let mut changed = Vec::new();
+        loop {
+            let due = self.store.due(today, batch).await?;
+            if due.is_empty() {
+                return Ok(changed);
+            }
+            for partner_id in due {
+                changed.extend(self.reevaluate(&partner_id, today).await?);
+            }
+        }
+    }
+
+    async fn reevaluate(&self, partner_id: &str, today: NaiveDate) -> Result<Option<ScoreUpdate>, IngestError> {
+        for _round in 0..MAX_CONFLICT_ROUNDS {
+            let stored = self.store.load(&[(partner_id.to_owned(), Vec::new())]).await?.remove(0);
+            if stored.version == 0 {
+                // Indexed by a write that never landed: there is no partner to re-evaluate.
+                self.store.reschedule(partner_id, today, None).await?;
+                return Ok(None);
+            }
+            let mut state: PartnerState = stored.state;
+            state.prune(self.history_start(today), &self.rules);
+            let score = evaluate(partner_id, &state, today, &self.rules);
+            let fingerprint = score.fingerprint();
+            let next_change = next_change_after(&state, today, &self.rules);
+            let write = PartnerWrite {
+                partner_id: partner_id.to_owned(),
+                expected_version: stored.version,
+                state: state.encode(),
+                score: proto::PartnerScore::from(&score).encode_to_vec(),
+                score_fingerprint: fingerprint,
+                offsets: Vec::new(),
+                next_change,
+            };
+            match self.store.write(std::slice::from_ref(&write)).await?.first() {
+                Some(WriteOutcome::Written { version }) => {
+                    self.store.reschedule(partner_id, today, next_change).await?;
+                    let changed = stored.score_fingerprint != Some(fingerprint);
+                    return Ok(changed.then(|| ScoreUpdate {
+                        partner_id: partner_id.to_owned(),
+                        score: write.score,
+                        version: *version,
+                    }));
+                }
+                _ => continue,
+            }
+        }
+        Err(IngestError::Contended(vec![partner_id.to_owned()]))
+    }
+}

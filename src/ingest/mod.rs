@@ -1,0 +1,287 @@
+//! The consumer loop: Kafka events in, durable partner state out, offsets committed last.
+//!
+//! A cycle: collect a bounded batch (size and time), decode it (bad messages become dead
+//! letters), apply it to the store (see `apply`), publish the scores that changed, then
+//! commit the consumed offsets. Offsets are committed only after the effect is durable, and
+//! the store records per partner the highest offset applied, so a crash anywhere in the
+//! cycle leads to a replay that changes nothing twice.
+//!
+//! Rebalances run inside the consumer's poll, which happens only while a batch is being
+//! collected. Messages collected from a partition that is revoked meanwhile are dropped
+//! (the new owner reads them from the committed offset), and offsets are committed only for
+//! partitions still assigned.
+
+mod apply;
+mod dlq;
+mod received;
+
+pub use apply::{Applier, BatchResult, ScoreUpdate};
+pub use dlq::{DeadLetterSink, DeadLetterTopic};
+pub use received::{CONTENT_TYPE, DeadLetter, MAX_EVENT_BYTES, PROTOBUF, RawMessage, Received, decode, raw_message};
+
+use crate::clock::Clock;
+use crate::feed::ScorePublisher;
+use crate::store::{StateStore, StoreError};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio::time::{Instant, sleep, sleep_until};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot produce to Kafka: {0}")]
+    Produce(rdkafka::error::KafkaError),
+    #[error("the Kafka producer shut down")]
+    ProducerGone,
+    #[error("partners written concurrently too often: {0:?}")]
+    Contended(Vec<String>),
+}
+
+/// What the health check and operators need to know about ingestion.
+#[derive(Default)]
+pub struct IngestStatus {
+    /// The consumer joined its group and got an assignment (possibly empty).
+    pub assigned: AtomicBool,
+    /// The last batch reached the store (false while retrying an outage).
+    pub store_ok: AtomicBool,
+    pub events_applied: AtomicU64,
+    pub events_rejected: AtomicU64,
+}
+
+/// Tracks the partitions this instance owns; rdkafka calls it during polls.
+pub struct IngestContext {
+    owned: Mutex<HashSet<(String, i32)>>,
+    status: Arc<IngestStatus>,
+}
+
+impl IngestContext {
+    pub fn new(status: Arc<IngestStatus>) -> Self {
+        IngestContext { owned: Mutex::new(HashSet::new()), status }
+    }
+
+    fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.owned.lock().expect("not poisoned").contains(&(topic.to_owned(), partition))
+    }
+}
+
+impl ClientContext for IngestContext {}
+
+impl ConsumerContext for IngestContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let mut owned = self.owned.lock().expect("not poisoned");
+            for e in list.elements() {
+                owned.remove(&(e.topic().to_owned(), e.partition()));
+            }
+            tracing::info!(partitions = list.count(), "partitions revoked; their uncommitted events are left to the next owner");
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let mut owned = self.owned.lock().expect("not poisoned");
+                owned.clear();
+                owned.extend(list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
+                self.status.assigned.store(true, Ordering::Release);
+                tracing::info!(partitions = ?owned, "partitions assigned");
+            }
+            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+pub struct Ingest<S> {
+    pub consumer: StreamConsumer<IngestContext>,
+    pub applier: Applier<S>,
+    pub dead_letters: DeadLetterTopic,
+    pub publisher: ScorePublisher,
+    pub clock: Clock,
+    pub batch_max_events: usize,
+    pub batch_max_wait: Duration,
+    pub status: Arc<IngestStatus>,
+}
+
+impl<S: StateStore> Ingest<S> {
+    /// Consumes until `shutdown` fires, then commits what is durable and returns.
+    pub async fn run(self, mut shutdown: broadcast::Receiver<()>) {
+        loop {
+            let Some(batch) = self.collect(&mut shutdown).await else { break };
+            let batch: Vec<RawMessage> =
+                batch.into_iter().filter(|m| self.consumer.context().owns(&m.source.topic, m.source.partition)).collect();
+            if batch.is_empty() {
+                continue;
+            }
+            if !self.process_with_retry(&batch, &mut shutdown).await {
+                break;
+            }
+            self.commit(&batch, CommitMode::Async);
+        }
+        tracing::info!("event consumer stopped");
+    }
+
+    /// Waits for a first message, then fills the batch until it is full or its time is up.
+    /// `None` when shutting down.
+    async fn collect(&self, shutdown: &mut broadcast::Receiver<()>) -> Option<Vec<RawMessage>> {
+        let mut batch = Vec::new();
+        let first = tokio::select! {
+            _ = shutdown.recv() => return None,
+            m = self.consumer.recv() => m,
+        };
+        match first {
+            Ok(m) => batch.push(raw_message(&m)),
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka consumer error");
+                return Some(batch);
+            }
+        }
+        let deadline = Instant::now() + self.batch_max_wait;
+        while batch.len() < self.batch_max_events {
+            tokio::select! {
+                m = self.consumer.recv() => match m {
+                    Ok(m) => batch.push(raw_message(&m)),
+                    Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+                },
+                _ = sleep_until(deadline) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    /// Processes a batch, retrying with backoff until it succeeds. Returns false when
+    /// shutdown interrupted the retries (nothing was committed for the batch).
+    async fn process_with_retry(&self, batch: &[RawMessage], shutdown: &mut broadcast::Receiver<()>) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.process(batch).await {
+                Ok(()) => {
+                    self.status.store_ok.store(true, Ordering::Release);
+                    return true;
+                }
+                Err(e) => {
+                    if matches!(e, IngestError::Store(_)) {
+                        self.status.store_ok.store(false, Ordering::Release);
+                    }
+                    let first = batch.first().expect("batches are not empty");
+                    tracing::error!(
+                        error = %e,
+                        topic = %first.source.topic,
+                        partition = first.source.partition,
+                        offset = first.offset,
+                        events = batch.len(),
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "batch failed; retrying (no offset is committed until it succeeds)"
+                    );
+                    tokio::select! {
+                        _ = shutdown.recv() => return false,
+                        _ = sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn process(&self, batch: &[RawMessage]) -> Result<(), IngestError> {
+        let mut events = Vec::with_capacity(batch.len());
+        let mut letters = Vec::new();
+        for raw in batch {
+            match decode(raw.clone()) {
+                Ok(event) => events.push(event),
+                Err(letter) => letters.push(letter),
+            }
+        }
+        let rejected_at_decode = letters.len();
+        if !letters.is_empty() {
+            self.dead_letters.send(letters).await?;
+        }
+        let today = self.clock.today();
+        let result = self.applier.apply(today, &events, &self.dead_letters).await?;
+        self.publisher.publish(&result.changed).await?;
+        if !result.replayed.is_empty() {
+            self.republish(&result.replayed).await?;
+        }
+        self.status.events_applied.fetch_add(result.applied as u64, Ordering::Relaxed);
+        self.status.events_rejected.fetch_add(rejected_at_decode as u64, Ordering::Relaxed);
+        tracing::debug!(events = batch.len(), applied = result.applied, changed = result.changed.len(), "batch done");
+        Ok(())
+    }
+
+    /// Publishes the stored scores of replayed partners again (at-least-once feed).
+    async fn republish(&self, partners: &[String]) -> Result<(), IngestError> {
+        let stored = self.applier.store.scores(partners).await?;
+        let updates: Vec<ScoreUpdate> = partners
+            .iter()
+            .zip(stored)
+            .filter_map(|(p, s)| s.map(|s| ScoreUpdate { partner_id: p.clone(), score: s.score, version: s.version }))
+            .collect();
+        self.publisher.publish(&updates).await
+    }
+
+    /// Commits the next offset of every owned partition in the batch.
+    fn commit(&self, batch: &[RawMessage], mode: CommitMode) {
+        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for m in batch {
+            let slot = next.entry((m.source.topic.as_str(), m.source.partition)).or_insert(0);
+            *slot = (*slot).max(m.offset + 1);
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            if self.consumer.context().owns(topic, partition)
+                && let Err(e) = list.add_partition_offset(topic, partition, Offset::Offset(offset))
+            {
+                tracing::warn!(error = %e, "cannot build the offset commit");
+            }
+        }
+        if list.count() > 0
+            && let Err(e) = self.consumer.commit(&list, mode)
+        {
+            tracing::warn!(error = %e, "offset commit failed; the batch will be replayed without effect");
+        }
+    }
+}
+
+/// Re-evaluates partners whose scores change with the date, at start-up and whenever the
+/// date changes, and publishes the changes. A change is written before it is published, so
+/// changes that could not be published yet are kept and published first on the next tick.
+pub async fn run_rollover<S: StateStore>(
+    applier: Arc<Applier<S>>,
+    publisher: ScorePublisher,
+    clock: Clock,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    let mut done_for = None;
+    let mut unpublished: Vec<ScoreUpdate> = Vec::new();
+    loop {
+        let today = clock.today();
+        if done_for != Some(today) {
+            match applier.roll_over(today, 500).await {
+                Ok(changed) => {
+                    if !changed.is_empty() {
+                        tracing::info!(%today, changed = changed.len(), "date rollover re-evaluated partners");
+                    }
+                    unpublished.extend(changed);
+                    done_for = Some(today);
+                }
+                Err(e) => tracing::error!(error = %e, "date rollover failed; will retry"),
+            }
+        }
+        if !unpublished.is_empty() {
+            match publisher.publish(&unpublished).await {
+                Ok(()) => unpublished.clear(),
+                Err(e) => tracing::error!(error = %e, "publishing rollover scores failed; will retry"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = sleep(Duration::from_secs(10)) => {}
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! From a Kafka message to an event, or to a dead letter that says why not.
+
+use crate::events::{Event, EventError, decode_json, decode_protobuf};
+use crate::store::SourcePartition;
+use rdkafka::Message;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+/// Larger payloads are refused before decoding: no partner event is anywhere near this.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// The header that marks a protobuf payload; without it the payload is JSON.
+pub const CONTENT_TYPE: &str = "content-type";
+pub const PROTOBUF: &[u8] = b"application/x-protobuf";
+
+/// A consumed message as it came, kept so a dead letter carries the original bytes.
+#[derive(Clone, Debug)]
+pub struct RawMessage {
+    pub source: SourcePartition,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A decoded event with where it came from.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub source: SourcePartition,
+    pub offset: i64,
+    pub event: Event,
+    pub raw: RawMessage,
+}
+
+/// A rejected message and the reason, bound for the dead-letter topic.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    pub raw: RawMessage,
+    pub reason: String,
+}
+
+impl DeadLetter {
+    pub fn of(raw: &RawMessage, reason: String) -> DeadLetter {
+        DeadLetter { raw: raw.clone(), reason }
+    }
+
+    /// The original headers plus `pcs-error`, `pcs-source-topic`, `pcs-source-partition`,
+    /// `pcs-source-offset`.
+    pub fn headers(&self) -> OwnedHeaders {
+        let mut headers = OwnedHeaders::new_with_capacity(self.raw.headers.len() + 4);
+        for (key, value) in &self.raw.headers {
+            headers = headers.insert(Header { key, value: Some(value) });
+        }
+        let partition = self.raw.source.partition.to_string();
+        let offset = self.raw.offset.to_string();
+        headers
+            .insert(Header { key: "pcs-error", value: Some(&self.reason) })
+            .insert(Header { key: "pcs-source-topic", value: Some(&self.raw.source.topic) })
+            .insert(Header { key: "pcs-source-partition", value: Some(&partition) })
+            .insert(Header { key: "pcs-source-offset", value: Some(&offset) })
+    }
+}
+
+/// Copies a consumed message out of the consumer's buffer.
+pub fn raw_message<M: Message>(message: &M) -> RawMessage {
+    let headers = message
+        .headers()
+        .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+        .unwrap_or_default();
+    RawMessage {
+        source: SourcePartition { topic: message.topic().to_owned(), partition: message.partition() },
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers,
+    }
+}
+
+/// Decodes a message by its content type.
+pub fn decode(raw: RawMessage) -> Result<Received, DeadLetter> {
+    let decoded = if raw.payload.len() > MAX_EVENT_BYTES {
+        Err(format!("message of {} bytes exceeds the {MAX_EVENT_BYTES}-byte limit", raw.payload.len()))
+    } else if raw.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case(CONTENT_TYPE) && v == PROTOBUF) {
+        decode_protobuf(&raw.payload).map_err(|e: EventError| e.to_string())
+    } else {
+        decode_json(&raw.payload).map_err(|e| e.to_string())
+    };
+    match decoded {
+        Ok(event) => Ok(Received { source: raw.source.clone(), offset: raw.offset, event, raw }),
+        Err(reason) => Err(DeadLetter { raw, reason }),
+    }
+}

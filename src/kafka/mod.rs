@@ -1,0 +1,79 @@
+//! Kafka clients as pcs sets them up, with the reason for each setting beside it, and the
+//! creation of pcs's topics.
+
+pub mod topics;
+
+pub use topics::ensure_topics;
+
+use rdkafka::ClientConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("cannot create Kafka client: {0}")]
+    Client(rdkafka::error::KafkaError),
+    #[error("cannot create topic {topic}: {message}")]
+    CreateTopic { topic: String, message: String },
+    #[error("Kafka metadata for {topic}: {source}")]
+    Metadata { topic: String, source: rdkafka::error::KafkaError },
+}
+
+/// Settings every pcs client shares.
+fn base(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        // librdkafka refreshes metadata every 5 minutes by default; a topic or partition
+        // created after start-up must be picked up within seconds.
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        // pcs creates its topics itself, with the partition counts it is configured with.
+        .set("allow.auto.create.topics", "false");
+    config
+}
+
+/// The consumer of partner events, in the service's consumer group.
+pub fn event_consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
+    let mut config = base(brokers);
+    config
+        .set("group.id", group_id)
+        // Offsets are committed by pcs after the batch is durable in Redis, never by a timer.
+        .set("enable.auto.commit", "false")
+        // A new group must see every fact ever published: scores are functions of all of them.
+        .set("auto.offset.reset", "earliest")
+        // Detects a dead instance within 10 s, so its partitions move on quickly.
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        // A batch blocked on an outage keeps its partitions this long before the group
+        // moves them elsewhere (the work is safe to redo: offsets live with the state).
+        .set("max.poll.interval.ms", "300000")
+        // Partition EOF is not an event pcs acts on.
+        .set("enable.partition.eof", "false");
+    config
+}
+
+/// The producer of scores and dead letters.
+pub fn producer_config(brokers: &str) -> ClientConfig {
+    let mut config = base(brokers);
+    config
+        // No duplicates or reordering from producer retries: a partner's scores stay in order.
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // A few milliseconds of batching keeps throughput up without hurting freshness.
+        .set("linger.ms", "5")
+        // Fail a delivery after 30 s instead of librdkafka's 5 minutes, so a broker outage
+        // surfaces as a retried batch (nothing committed) rather than a stall.
+        .set("message.timeout.ms", "30000");
+    config
+}
+
+/// A consumer that reads a topic by explicit assignment (no group management): the score
+/// feed behind WatchScores. Its group id is never used to commit.
+pub fn reader_config(brokers: &str, name: &str) -> ClientConfig {
+    let mut config = base(brokers);
+    config
+        .set("group.id", name)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        // Deliver a score change as soon as it is written.
+        .set("fetch.wait.max.ms", "50");
+    config
+}

@@ -1,0 +1,157 @@
+//! `pcs serve`: wires the consumer, the store, the feed and the gRPC server together, and
+//! shuts them down in order (mini-redis style: one broadcast says "stop", each task ends
+//! its own work, the caller waits for all of them).
+
+use crate::api::ScoreApi;
+use crate::clock::Clock;
+use crate::config::{ConfigError, ServeConfig};
+use crate::feed::{ScorePublisher, WatchHub};
+use crate::ingest::{Applier, DeadLetterTopic, Ingest, IngestContext, IngestStatus, run_rollover};
+use crate::kafka::{self, KafkaError, ensure_topics, topics::TopicSpec};
+use crate::proto::{self, partner_score_service_server::PartnerScoreServiceServer};
+use crate::rules::{RuleBook, RulesError};
+use crate::store::{RedisStore, StateStore, StoreError};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio::time::sleep;
+use tonic::transport::Server;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error("cannot subscribe to {topic}: {source}")]
+    Subscribe { topic: String, source: rdkafka::error::KafkaError },
+    #[error("gRPC server on {addr}: {source}")]
+    Grpc { addr: String, source: tonic::transport::Error },
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// How long shutdown waits for the in-flight batch before giving up on it (its offsets are
+/// then not committed, and it is replayed without effect by the next owner).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// Runs the service until `shutdown` fires.
+pub async fn serve(config: ServeConfig, shutdown: broadcast::Sender<()>) -> Result<(), ServiceError> {
+    config.validate()?;
+    let rules = Arc::new(RuleBook::load(&config.rules)?);
+    let clock = config.now.map_or(Clock::System, Clock::Fixed);
+    let store = RedisStore::connect(&config.redis_url, &config.redis_prefix, config.redis_timeout())?;
+    tracing::info!(config = %serde_json::to_string(&config).unwrap_or_default(), "starting pcs serve");
+
+    let dlq_topic = config.dlq_topic();
+    let topics = [
+        TopicSpec { name: &config.events_topic, partitions: config.events_partitions, compacted: false },
+        TopicSpec { name: &dlq_topic, partitions: config.dlq_partitions, compacted: false },
+        TopicSpec { name: &config.scores_topic, partitions: config.scores_partitions, compacted: true },
+    ];
+    let mut attempt = 0;
+    let mut stop_waiting = shutdown.subscribe();
+    while let Err(e) = ensure_topics(&config.kafka_brokers, config.replication_factor, &topics).await {
+        attempt += 1;
+        tracing::warn!(error = %e, attempt, "cannot create topics yet; retrying");
+        tokio::select! {
+            _ = sleep(Duration::from_secs(2)) => {}
+            _ = stop_waiting.recv() => return Ok(()),
+        }
+    }
+
+    let producer: FutureProducer =
+        kafka::producer_config(&config.kafka_brokers).create().map_err(KafkaError::Client)?;
+    let status = Arc::new(IngestStatus::default());
+    let consumer: StreamConsumer<IngestContext> = kafka::event_consumer_config(&config.kafka_brokers, &config.group_id)
+        .create_with_context(IngestContext::new(status.clone()))
+        .map_err(KafkaError::Client)?;
+    consumer
+        .subscribe(&[&config.events_topic])
+        .map_err(|source| ServiceError::Subscribe { topic: config.events_topic.clone(), source })?;
+    let hub = WatchHub::start(&config.kafka_brokers, &config.scores_topic, config.watch_buffer, shutdown.subscribe()).await?;
+    let publisher = ScorePublisher { producer: producer.clone(), topic: config.scores_topic.clone() };
+
+    let ingest = Ingest {
+        consumer,
+        applier: Applier { store: store.clone(), rules: rules.clone(), history_days: config.history_days },
+        dead_letters: DeadLetterTopic { producer: producer.clone(), topic: dlq_topic },
+        publisher: publisher.clone(),
+        clock,
+        batch_max_events: config.batch_max_events,
+        batch_max_wait: config.batch_max_wait(),
+        status: status.clone(),
+    };
+    let ingest_task = tokio::spawn(ingest.run(shutdown.subscribe()));
+    let rollover_applier = Arc::new(Applier { store: store.clone(), rules: rules.clone(), history_days: config.history_days });
+    let rollover_task = tokio::spawn(run_rollover(rollover_applier, publisher, clock, shutdown.subscribe()));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(report_health(health, store.clone(), status, shutdown.subscribe()));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let api = ScoreApi {
+        store,
+        rules,
+        clock,
+        history_days: config.history_days,
+        hub,
+        watch_buffer: config.watch_buffer,
+        shutdown: shutdown.clone(),
+    };
+    let mut stop = shutdown.subscribe();
+    tracing::info!(listen = %config.listen, "gRPC listening");
+    Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(PartnerScoreServiceServer::new(api))
+        .serve_with_shutdown(config.listen, async move {
+            let _ = stop.recv().await;
+        })
+        .await
+        .map_err(|source| ServiceError::Grpc { addr: config.listen.to_string(), source })?;
+
+    if tokio::time::timeout(SHUTDOWN_GRACE, ingest_task).await.is_err() {
+        tracing::warn!("the in-flight batch did not finish in time; it will be replayed without effect");
+    }
+    let _ = rollover_task.await;
+    tracing::info!("pcs stopped");
+    Ok(())
+}
+
+/// Serving only while Redis answers and the consumer has its partitions.
+async fn report_health(
+    health: tonic_health::server::HealthReporter,
+    store: RedisStore,
+    status: Arc<IngestStatus>,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    let mut serving = None;
+    loop {
+        let ok = status.assigned.load(Ordering::Acquire) && store.ping().await.is_ok();
+        if serving != Some(ok) {
+            if ok {
+                health.set_serving::<PartnerScoreServiceServer<ScoreApi<RedisStore>>>().await;
+                health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+            } else {
+                health.set_not_serving::<PartnerScoreServiceServer<ScoreApi<RedisStore>>>().await;
+                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            }
+            tracing::info!(serving = ok, "health changed");
+            serving = Some(ok);
+        }
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
