@@ -76,7 +76,8 @@ pub async fn serve(config: ServeConfig, shutdown: broadcast::Sender<()>) -> Resu
     consumer
         .subscribe(&[&config.events_topic])
         .map_err(|source| ServiceError::Subscribe { topic: config.events_topic.clone(), source })?;
-    let hub = WatchHub::start(&config.kafka_brokers, &config.scores_topic, config.watch_buffer, shutdown.subscribe()).await?;
+    let hub =
+        WatchHub::start(&config.kafka_brokers, &config.scores_topic, config.watch_buffer, shutdown.subscribe()).await?;
     let publisher = ScorePublisher { producer: producer.clone(), topic: config.scores_topic.clone() };
 
     let ingest = Ingest {
@@ -90,7 +91,8 @@ pub async fn serve(config: ServeConfig, shutdown: broadcast::Sender<()>) -> Resu
         status: status.clone(),
     };
     let ingest_task = tokio::spawn(ingest.run(shutdown.subscribe()));
-    let rollover_applier = Arc::new(Applier { store: store.clone(), rules: rules.clone(), history_days: config.history_days });
+    let rollover_applier =
+        Arc::new(Applier { store: store.clone(), rules: rules.clone(), history_days: config.history_days });
     let rollover_task = tokio::spawn(run_rollover(rollover_applier, publisher, clock, shutdown.subscribe()));
 
     let (health, health_service) = tonic_health::server::health_reporter();

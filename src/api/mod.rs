@@ -59,7 +59,9 @@ impl<S: StateStore> ScoreApi<S> {
         let today = self.clock.today();
         let as_of = match request.as_of.as_deref() {
             None | Some("") => None,
-            Some(text) => Some(parse_date(text).ok_or_else(|| invalid("as_of", format!("{text:?} is not a YYYY-MM-DD date")))?),
+            Some(text) => {
+                Some(parse_date(text).ok_or_else(|| invalid("as_of", format!("{text:?} is not a YYYY-MM-DD date")))?)
+            }
         };
         match as_of {
             None => {
@@ -68,9 +70,13 @@ impl<S: StateStore> ScoreApi<S> {
                 Ok(proto::GetScoreResponse { score: Some(decode_score(&stored.score)?), version: stored.version })
             }
             Some(as_of) => {
-                let history_start: NaiveDate = today.checked_sub_days(Days::new(u64::from(self.history_days))).unwrap_or(today);
+                let history_start: NaiveDate =
+                    today.checked_sub_days(Days::new(u64::from(self.history_days))).unwrap_or(today);
                 if as_of < history_start {
-                    return Err(ApiError::BeforeHistory { as_of: as_of.to_string(), history_start: history_start.to_string() });
+                    return Err(ApiError::BeforeHistory {
+                        as_of: as_of.to_string(),
+                        history_start: history_start.to_string(),
+                    });
                 }
                 let stored = self.store.load(&[(request.partner_id.clone(), Vec::new())]).await?.remove(0);
                 if stored.version == 0 {
@@ -82,7 +88,10 @@ impl<S: StateStore> ScoreApi<S> {
         }
     }
 
-    async fn batch_get(&self, request: proto::BatchGetScoresRequest) -> Result<proto::BatchGetScoresResponse, ApiError> {
+    async fn batch_get(
+        &self,
+        request: proto::BatchGetScoresRequest,
+    ) -> Result<proto::BatchGetScoresResponse, ApiError> {
         if request.partner_ids.len() > MAX_BATCH {
             return Err(ApiError::TooMany(format!(
                 "partner_ids names {} partners; at most {MAX_BATCH} per BatchGetScores",
@@ -108,7 +117,9 @@ impl<S: StateStore> ScoreApi<S> {
     async fn list(&self, request: proto::ListScoresRequest) -> Result<proto::ListScoresResponse, ApiError> {
         let page_size = match request.page_size {
             0 => DEFAULT_PAGE,
-            n if n < 0 || n as usize > MAX_PAGE => return Err(invalid("page_size", format!("must be 0-{MAX_PAGE}, got {n}"))),
+            n if n < 0 || n as usize > MAX_PAGE => {
+                return Err(invalid("page_size", format!("must be 0-{MAX_PAGE}, got {n}")));
+            }
             n => n as usize,
         };
         let mut after = if request.page_token.is_empty() {
@@ -124,11 +135,18 @@ impl<S: StateStore> ScoreApi<S> {
             return Err(invalid("designation", format!("{d:?} is not a designation of the rule set")));
         }
         let keep = |score: &proto::PartnerScore| -> bool {
-            let mut designations = score.designations.iter().filter(|x| designation.as_ref().is_none_or(|d| x.designation == *d));
+            let mut designations =
+                score.designations.iter().filter(|x| designation.as_ref().is_none_or(|d| x.designation == *d));
             match request.qualified {
                 None => designation.is_none() || designations.next().is_some(),
                 Some(q) => {
-                    if designation.is_some() { designations.any(|x| x.qualified == q) } else if q { designations.any(|x| x.qualified) } else { designations.all(|x| !x.qualified) }
+                    if designation.is_some() {
+                        designations.any(|x| x.qualified == q)
+                    } else if q {
+                        designations.any(|x| x.qualified)
+                    } else {
+                        designations.all(|x| !x.qualified)
+                    }
                 }
             }
         };
@@ -183,11 +201,21 @@ impl<S: StateStore> ScoreApi<S> {
         };
         if request.resume_cursor.is_empty() {
             let mut live = self.hub.subscribe();
+            let mut shutdown = self.shutdown.subscribe();
             let buffer = self.watch_buffer;
             tokio::spawn(async move {
                 let mut last = Cursor::default();
                 loop {
-                    match live.recv().await {
+                    let received = tokio::select! {
+                        _ = shutdown.recv() => {
+                            let _ = tx.send(Err(Status::unavailable(format!(
+                                "server shutting down; resume with cursor {:?}", last.encode()
+                            )))).await;
+                            return;
+                        }
+                        received = live.recv() => received,
+                    };
+                    match received {
                         Ok(item) => {
                             last = item.cursor.clone();
                             if let Some(change) = to_change(&item)
@@ -223,7 +251,10 @@ impl<S: StateStore> ScoreApi<S> {
 
 #[tonic::async_trait]
 impl<S: StateStore> PartnerScoreService for ScoreApi<S> {
-    async fn get_score(&self, request: Request<proto::GetScoreRequest>) -> Result<Response<proto::GetScoreResponse>, Status> {
+    async fn get_score(
+        &self,
+        request: Request<proto::GetScoreRequest>,
+    ) -> Result<Response<proto::GetScoreResponse>, Status> {
         Ok(Response::new(self.get_score(request.into_inner()).await?))
     }
 

@@ -27,7 +27,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot connect to {}", args.addr))?;
     let mut missing = false;
     for partner_id in args.partners {
-        let request = proto::GetScoreRequest { partner_id: partner_id.clone(), as_of: args.as_of.map(|d| d.to_string()) };
+        let request =
+            proto::GetScoreRequest { partner_id: partner_id.clone(), as_of: args.as_of.map(|d| d.to_string()) };
         match client.get_score(request).await {
             Ok(response) => {
                 let score = response.into_inner().score.context("the service sent an empty score")?;

@@ -33,7 +33,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             designation: args.designation.clone(),
             qualified: args.qualified.then_some(true),
         };
-        let page = client.list_scores(request).await.map_err(|s| anyhow::anyhow!("ListScores: {:?}: {}", s.code(), s.message()))?;
+        let page = client
+            .list_scores(request)
+            .await
+            .map_err(|s| anyhow::anyhow!("ListScores: {:?}: {}", s.code(), s.message()))?;
         let page = page.into_inner();
         for score in &page.scores {
             writeln!(out, "{}", serde_json::to_string(&PartnerScore::try_from(score)?)?)?;

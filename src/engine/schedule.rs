@@ -18,7 +18,9 @@ pub fn next_change_after(state: &PartnerState, as_of: NaiveDate, rules: &RuleBoo
     }
     candidates.extend(rules.sets().iter().map(|s| s.effective_from));
     for set in rules.sets() {
-        candidates.extend(set.catalogue.iter().filter_map(|c| c.eligible_until).filter_map(|d| d.checked_add_days(Days::new(1))));
+        candidates.extend(
+            set.catalogue.iter().filter_map(|c| c.eligible_until).filter_map(|d| d.checked_add_days(Days::new(1))),
+        );
     }
     for facts in state.certifications().values() {
         for (earned_on, expires_on) in &facts.earned {
@@ -67,7 +69,11 @@ mod tests {
             let mut d = day.succ_opt().unwrap();
             while d < next {
                 let later = evaluate("P", &state, d, &rules);
-                assert_eq!(later.fingerprint(), score.fingerprint(), "score changed on {d}, before the announced {next}");
+                assert_eq!(
+                    later.fingerprint(),
+                    score.fingerprint(),
+                    "score changed on {d}, before the announced {next}"
+                );
                 d = d.succ_opt().unwrap();
             }
             changes.push(next.to_string());

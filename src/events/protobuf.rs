@@ -26,17 +26,16 @@ pub fn decode_protobuf(bytes: &[u8]) -> Result<Event, EventError> {
             let status = match proto::CertificationStatus::try_from(c.status) {
                 Ok(proto::CertificationStatus::Unspecified | proto::CertificationStatus::Earned) => {
                     let earned_on = fields::date("earned_on", required("earned_on", &c.earned_on)?)?;
-                    let expires_on = (!c.expires_on.is_empty())
-                        .then(|| fields::date("expires_on", &c.expires_on))
-                        .transpose()?;
+                    let expires_on =
+                        (!c.expires_on.is_empty()).then(|| fields::date("expires_on", &c.expires_on)).transpose()?;
                     if let Some(expires_on) = expires_on.filter(|e| *e <= earned_on) {
                         return Err(EventError::ExpiryNotAfterEarned { earned_on, expires_on });
                     }
                     CertificationStatus::Earned { earned_on, expires_on }
                 }
-                Ok(proto::CertificationStatus::Removed) => {
-                    CertificationStatus::Removed { removed_on: fields::date("removed_on", required("removed_on", &c.removed_on)?)? }
-                }
+                Ok(proto::CertificationStatus::Removed) => CertificationStatus::Removed {
+                    removed_on: fields::date("removed_on", required("removed_on", &c.removed_on)?)?,
+                },
                 Err(_) => return Err(unknown_enum("status", c.status, "EARNED, REMOVED")),
             };
             Fact::Certification(CertificationChange { individual_id, certification, status })
@@ -117,7 +116,12 @@ mod tests {
                 ..Default::default()
             })),
         };
-        assert_eq!(decode_protobuf(&event.encode_to_vec()).unwrap_err().to_string(), "status \"9\" is not one of EARNED, REMOVED");
-        assert!(decode_protobuf(b"\xff\xff\xff").unwrap_err().to_string().starts_with("not a valid protobuf PartnerEvent"));
+        assert_eq!(
+            decode_protobuf(&event.encode_to_vec()).unwrap_err().to_string(),
+            "status \"9\" is not one of EARNED, REMOVED"
+        );
+        assert!(
+            decode_protobuf(b"\xff\xff\xff").unwrap_err().to_string().starts_with("not a valid protobuf PartnerEvent")
+        );
     }
 }

@@ -104,11 +104,12 @@ impl WatchHub {
         let (tx, rx) = mpsc::channel(self.buffer.min(1024));
         let reader = self.reader(Some(cursor)).await?;
         tokio::spawn(async move {
-            reader.run(shutdown, |item| {
-                let tx = tx.clone();
-                async move { tx.send(Arc::new(item)).await.is_ok() }
-            })
-            .await
+            reader
+                .run(shutdown, |item| {
+                    let tx = tx.clone();
+                    async move { tx.send(Arc::new(item)).await.is_ok() }
+                })
+                .await
         });
         Ok(rx)
     }
@@ -116,8 +117,10 @@ impl WatchHub {
     async fn reader(&self, from: Option<Cursor>) -> Result<TopicReader, KafkaError> {
         let n = self.readers.fetch_add(1, Ordering::Relaxed);
         let name = format!("pcs-watch-{}-{n}", std::process::id());
-        let consumer: StreamConsumer = kafka::reader_config(&self.brokers, &name).create().map_err(KafkaError::Client)?;
-        let mut reader = TopicReader { consumer: Arc::new(consumer), topic: self.topic.clone(), positions: Cursor::default() };
+        let consumer: StreamConsumer =
+            kafka::reader_config(&self.brokers, &name).create().map_err(KafkaError::Client)?;
+        let mut reader =
+            TopicReader { consumer: Arc::new(consumer), topic: self.topic.clone(), positions: Cursor::default() };
         reader.assign(from).await?;
         Ok(reader)
     }

@@ -76,7 +76,7 @@ impl<S: StateStore> Applier<S> {
         }
         let mut result = BatchResult::default();
         let mut dead_sent: HashSet<usize> = HashSet::new();
-        for _round in 0..MAX_CONFLICT_ROUNDS {
+        for round in 0..MAX_CONFLICT_ROUNDS {
             if pending.is_empty() {
                 return Ok(result);
             }
@@ -94,7 +94,9 @@ impl<S: StateStore> Applier<S> {
                 .iter()
                 .zip(stored)
                 .zip(pending.values())
-                .map(|(((partner, sources), stored), indexes)| self.plan(partner, sources, stored, indexes, events, today))
+                .map(|(((partner, sources), stored), indexes)| {
+                    self.plan(partner, sources, stored, indexes, events, today)
+                })
                 .collect();
 
             let letters: Vec<DeadLetter> = plans
@@ -120,14 +122,25 @@ impl<S: StateStore> Applier<S> {
                     Some(WriteOutcome::Written { version }) => {
                         result.applied += plan.applied;
                         if plan.score_changed {
-                            result.changed.push(ScoreUpdate { partner_id: write.partner_id, score: write.score, version });
+                            result.changed.push(ScoreUpdate {
+                                partner_id: write.partner_id,
+                                score: write.score,
+                                version,
+                            });
                         }
                     }
                     Some(WriteOutcome::Conflict) => conflicted.push(*partner),
-                    None => return Err(IngestError::Store(crate::store::StoreError::Protocol("missing write outcome".into()))),
+                    None => {
+                        return Err(IngestError::Store(crate::store::StoreError::Protocol(
+                            "missing write outcome".into(),
+                        )));
+                    }
                 }
             }
             pending.retain(|partner, _| conflicted.contains(partner));
+            if !pending.is_empty() {
+                back_off(round).await;
+            }
         }
         Err(IngestError::Contended(pending.keys().map(|p| (*p).to_owned()).collect()))
     }
@@ -195,7 +208,7 @@ impl<S: StateStore> Applier<S> {
     }
 
     async fn reevaluate(&self, partner_id: &str, today: NaiveDate) -> Result<Option<ScoreUpdate>, IngestError> {
-        for _round in 0..MAX_CONFLICT_ROUNDS {
+        for round in 0..MAX_CONFLICT_ROUNDS {
             let stored = self.store.load(&[(partner_id.to_owned(), Vec::new())]).await?.remove(0);
             if stored.version == 0 {
                 // Indexed by a write that never landed: there is no partner to re-evaluate.
@@ -226,9 +239,18 @@ impl<S: StateStore> Applier<S> {
                         version: *version,
                     }));
                 }
-                _ => continue,
+                _ => back_off(round).await,
             }
         }
         Err(IngestError::Contended(vec![partner_id.to_owned()]))
     }
+}
+
+/// A growing, jittered pause after losing a partner to another writer, so two writers
+/// contending for one partner do not keep colliding in lockstep.
+async fn back_off(round: usize) {
+    let jitter =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()) % 1000;
+    let micros = (round as u64 + 1) * 500 + u64::from(jitter);
+    tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
 }

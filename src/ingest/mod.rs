@@ -79,7 +79,10 @@ impl ConsumerContext for IngestContext {
             for e in list.elements() {
                 owned.remove(&(e.topic().to_owned(), e.partition()));
             }
-            tracing::info!(partitions = list.count(), "partitions revoked; their uncommitted events are left to the next owner");
+            tracing::info!(
+                partitions = list.count(),
+                "partitions revoked; their uncommitted events are left to the next owner"
+            );
         }
     }
 
@@ -114,8 +117,10 @@ impl<S: StateStore> Ingest<S> {
     pub async fn run(self, mut shutdown: broadcast::Receiver<()>) {
         loop {
             let Some(batch) = self.collect(&mut shutdown).await else { break };
-            let batch: Vec<RawMessage> =
-                batch.into_iter().filter(|m| self.consumer.context().owns(&m.source.topic, m.source.partition)).collect();
+            let batch: Vec<RawMessage> = batch
+                .into_iter()
+                .filter(|m| self.consumer.context().owns(&m.source.topic, m.source.partition))
+                .collect();
             if batch.is_empty() {
                 continue;
             }
@@ -193,9 +198,11 @@ impl<S: StateStore> Ingest<S> {
         let mut events = Vec::with_capacity(batch.len());
         let mut letters = Vec::new();
         for raw in batch {
-            match decode(raw.clone()) {
-                Ok(event) => events.push(event),
-                Err(letter) => letters.push(letter),
+            match decode(raw) {
+                Ok(event) => {
+                    events.push(Received { source: raw.source.clone(), offset: raw.offset, event, raw: raw.clone() })
+                }
+                Err(reason) => letters.push(DeadLetter::of(raw, reason)),
             }
         }
         let rejected_at_decode = letters.len();

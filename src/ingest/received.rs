@@ -75,17 +75,13 @@ pub fn raw_message<M: Message>(message: &M) -> RawMessage {
     }
 }
 
-/// Decodes a message by its content type.
-pub fn decode(raw: RawMessage) -> Result<Received, DeadLetter> {
-    let decoded = if raw.payload.len() > MAX_EVENT_BYTES {
+/// Decodes a message by its content type; the error is the dead letter's reason.
+pub fn decode(raw: &RawMessage) -> Result<Event, String> {
+    if raw.payload.len() > MAX_EVENT_BYTES {
         Err(format!("message of {} bytes exceeds the {MAX_EVENT_BYTES}-byte limit", raw.payload.len()))
     } else if raw.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case(CONTENT_TYPE) && v == PROTOBUF) {
         decode_protobuf(&raw.payload).map_err(|e: EventError| e.to_string())
     } else {
         decode_json(&raw.payload).map_err(|e| e.to_string())
-    };
-    match decoded {
-        Ok(event) => Ok(Received { source: raw.source.clone(), offset: raw.offset, event, raw }),
-        Err(reason) => Err(DeadLetter { raw, reason }),
     }
 }

@@ -47,7 +47,11 @@ fn designation_to_pb(d: &en::DesignationScore) -> pb::DesignationScore {
             steps: f
                 .steps
                 .iter()
-                .map(|s| pb::ShortfallStep { subcategory: s.subcategory.clone(), action: s.action.clone(), points: s.points })
+                .map(|s| pb::ShortfallStep {
+                    subcategory: s.subcategory.clone(),
+                    action: s.action.clone(),
+                    points: s.points,
+                })
                 .collect(),
             summary: f.summary.clone(),
         }),
@@ -105,9 +109,10 @@ fn subcategory_to_pb(s: &en::SubcategoryScore) -> pb::SubcategoryScore {
                 min_current_micros: *min_current_micros,
             })
         }
-        en::Explanation::Deployments { window_after, counted } => {
-            X::Deployments(pb::DeploymentsExplanation { window_after: window_after.to_string(), counted: counted.clone() })
-        }
+        en::Explanation::Deployments { window_after, counted } => X::Deployments(pb::DeploymentsExplanation {
+            window_after: window_after.to_string(),
+            counted: counted.clone(),
+        }),
     };
     pb::SubcategoryScore {
         name: s.name.clone(),
@@ -156,7 +161,11 @@ fn designation_from_pb(d: &pb::DesignationScore) -> Result<en::DesignationScore,
             steps: f
                 .steps
                 .iter()
-                .map(|s| en::ShortfallStep { subcategory: s.subcategory.clone(), action: s.action.clone(), points: s.points })
+                .map(|s| en::ShortfallStep {
+                    subcategory: s.subcategory.clone(),
+                    action: s.action.clone(),
+                    points: s.points,
+                })
                 .collect(),
             summary: f.summary.clone(),
         }),
@@ -229,7 +238,8 @@ mod tests {
 
     #[test]
     fn golden_reports_round_trip_through_protobuf() {
-        let file = std::fs::File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/golden/random_1.events.jsonl")).unwrap();
+        let file = std::fs::File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/golden/random_1.events.jsonl"))
+            .unwrap();
         let mut partners = Partners::default();
         for item in JsonLines::new(BufReader::new(file)) {
             if let (_, Ok(event)) = item.unwrap() {

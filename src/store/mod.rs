@@ -59,7 +59,9 @@ pub struct PartnerWrite {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteOutcome {
-    Written { version: u64 },
+    Written {
+        version: u64,
+    },
     /// Another writer got there first: reload and apply again.
     Conflict,
 }

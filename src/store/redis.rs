@@ -225,7 +225,12 @@ impl StateStore for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn reschedule(&self, partner_id: &str, today: NaiveDate, next_change: Option<NaiveDate>) -> Result<(), StoreError> {
+    async fn reschedule(
+        &self,
+        partner_id: &str,
+        today: NaiveDate,
+        next_change: Option<NaiveDate>,
+    ) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         pipe.cmd("EVALSHA")
             .arg(self.reschedule.get_hash())

@@ -1,0 +1,335 @@
+//! The service end to end against a real redis-server and a real Kafka-protocol broker.
+
+mod support;
+
+use pcs::engine::PartnerScore;
+use pcs::proto;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use support::{Broker, Redis, Service, config, golden_dir, produce_lines, read_topic, spec_keys};
+use tokio::task::JoinSet;
+use tonic::Code;
+
+fn as_json(score: &proto::PartnerScore) -> Value {
+    serde_json::to_value(PartnerScore::try_from(score).unwrap()).unwrap()
+}
+
+/// Polls BatchGetScores until every expected report matches on the spec keys.
+async fn wait_for_reports(
+    service: &Service,
+    expected: &BTreeMap<String, Value>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut client = service.client().await;
+    let ids: Vec<String> = expected.keys().cloned().collect();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let response = client
+            .batch_get_scores(proto::BatchGetScoresRequest { partner_ids: ids.clone() })
+            .await
+            .map_err(|s| s.to_string())?
+            .into_inner();
+        let got: BTreeMap<String, Value> =
+            response.scores.iter().map(|s| (s.partner_id.clone(), spec_keys(&as_json(s)))).collect();
+        let mismatches: Vec<String> = expected
+            .iter()
+            .filter(|(id, want)| got.get(*id) != Some(*want))
+            .map(|(id, want)| format!("{id}:\n  got      {:?}\n  expected {want}", got.get(id)))
+            .collect();
+        if mismatches.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(mismatches.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn golden_vector(broker_bootstrap: String, redis_url: String, name: String) -> Result<(), String> {
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir().join(format!("{name}.expected.json"))).unwrap())
+            .unwrap();
+    let text = std::fs::read_to_string(golden_dir().join(format!("{name}.events.jsonl"))).unwrap();
+    let as_of = expected["as_of"].as_str().unwrap();
+    let topic_name = format!("golden-{}", name.replace('_', "-"));
+    let broker = Broker::external(&broker_bootstrap);
+    let mut cfg = config(&broker, &Redis::external(&redis_url), &topic_name, as_of);
+    cfg.events_partitions = 3;
+    let service = Service::start(cfg).await;
+    produce_lines(&service.config.kafka_brokers, &service.config.events_topic, &text).await;
+
+    let reports: BTreeMap<String, Value> = expected["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["partner_id"].as_str().unwrap().to_owned(), spec_keys(r)))
+        .collect();
+    wait_for_reports(&service, &reports, Duration::from_secs(90)).await.map_err(|e| format!("{name}: {e}"))?;
+
+    // Every rejected line is on the dead-letter topic, with its original bytes and a reason.
+    let lines: Vec<&str> = text.split('\n').collect();
+    let rejected: Vec<String> = expected["rejected_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| lines[n.as_u64().unwrap() as usize - 1].trim_end_matches('\r').to_owned())
+        .collect();
+    let dlq = service.config.dlq_topic();
+    let bootstrap = service.config.kafka_brokers.clone();
+    let want = rejected.len();
+    let letters =
+        tokio::task::spawn_blocking(move || read_topic(&bootstrap, &dlq, want, Duration::from_secs(30))).await.unwrap();
+    let mut got: Vec<String> = letters.iter().map(|l| String::from_utf8_lossy(&l.payload).into_owned()).collect();
+    let mut want_payloads = rejected.clone();
+    got.sort();
+    want_payloads.sort();
+    if got != want_payloads {
+        return Err(format!("{name}: dead letters {got:?}, expected {want_payloads:?}"));
+    }
+    for letter in &letters {
+        for header in ["pcs-error", "pcs-source-topic", "pcs-source-partition", "pcs-source-offset"] {
+            if letter.header(header).is_none_or(str::is_empty) {
+                return Err(format!("{name}: a dead letter lacks {header}"));
+            }
+        }
+    }
+    service.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_golden_vector_end_to_end() {
+    let broker = Broker::start();
+    let redis = Redis::start();
+    let mut names: Vec<String> = std::fs::read_dir(golden_dir())
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".expected.json").map(str::to_owned))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 17);
+    let mut tasks = JoinSet::new();
+    for name in names {
+        tasks.spawn(golden_vector(broker.bootstrap.clone(), redis.url(), name));
+    }
+    let mut failures = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        if let Err(e) = result.unwrap() {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn acr(id: &str, partner: &str, customer: &str, month: &str, usd: i64) -> String {
+    format!(
+        r#"{{"type":"acr","event_id":"{id}","partner_id":"{partner}","customer_id":"{customer}","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"{month}","amount_micros":"{}"}}"#,
+        usd * 1_000_000
+    )
+}
+
+async fn ttm(service: &Service, partner: &str) -> Option<i64> {
+    let mut client = service.client().await;
+    match client.get_score(proto::GetScoreRequest { partner_id: partner.into(), as_of: None }).await {
+        Ok(r) => Some(r.into_inner().score.unwrap().ttm_acr_micros),
+        Err(s) if s.code() == Code::NotFound => None,
+        Err(s) => panic!("GetScore: {s}"),
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_event_id_counts_once() {
+    let broker = Broker::start();
+    let redis = Redis::start();
+    let service = Service::start(config(&broker, &redis, "dedup", "2024-07-10")).await;
+    let line = acr("a-1", "P1", "C1", "2024-06", 700);
+    // The same event three times (new offsets each time), then another fact.
+    let text = format!("{line}\n{line}\n{line}\n{}\n", acr("a-2", "P1", "C2", "2024-06", 100));
+    produce_lines(&broker.bootstrap, &service.config.events_topic, &text).await;
+    wait_until("both facts", Duration::from_secs(60), || async { ttm(&service, "P1").await == Some(800_000_000) })
+        .await;
+    // And later again, after it was applied.
+    produce_lines(
+        &broker.bootstrap,
+        &service.config.events_topic,
+        &format!("{line}\n{}\n", acr("a-3", "P1", "C3", "2024-06", 1)),
+    )
+    .await;
+    wait_until("the third fact", Duration::from_secs(60), || async { ttm(&service, "P1").await == Some(801_000_000) })
+        .await;
+    service.stop().await;
+}
+
+/// A stream of events over many partners, its expected reports computed by the library.
+fn stream(partners: usize, events: usize) -> (String, BTreeMap<String, Value>) {
+    let mut lines = Vec::new();
+    for i in 0..events {
+        let partner = format!("P{}", i % partners);
+        let month = format!("2024-{:02}", i % 6 + 1);
+        lines.push(acr(&format!("e{i}"), &partner, &format!("C{}", i % 7), &month, (i % 900) as i64 + 100));
+        if i % 5 == 0 {
+            lines.push(format!(
+                r#"{{"type":"deployment","event_id":"d{i}","partner_id":"{partner}","deployment_id":"dep{}","customer_id":"C1","solution_area":"DATA_AI","service":"AKS","attribution":"CSP","deployed_on":"2024-0{}-15"}}"#,
+                i % 9,
+                i % 6 + 1
+            ));
+        }
+    }
+    let text = lines.join("\n");
+    let mut partners_state = pcs::engine::Partners::default();
+    for line in &lines {
+        partners_state.apply(&pcs::events::decode_json(line.as_bytes()).unwrap()).unwrap();
+    }
+    let rules = pcs::rules::RuleBook::embedded();
+    let as_of = pcs::calendar::parse_date("2024-07-10").unwrap();
+    let expected = partners_state
+        .evaluate(as_of, &rules)
+        .map(|r| (r.partner_id.clone(), spec_keys(&serde_json::to_value(&r).unwrap())))
+        .collect();
+    (text, expected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_mid_stream_and_restarting_loses_and_doubles_nothing() {
+    let broker = Broker::start();
+    let redis = Redis::start();
+    let cfg = config(&broker, &redis, "restart", "2024-07-10");
+    let (text, expected) = stream(40, 3000);
+    let service = Service::start(cfg.clone()).await;
+    let topic = cfg.events_topic.clone();
+    let bootstrap = broker.bootstrap.clone();
+    let producing = tokio::spawn(async move { produce_lines(&bootstrap, &topic, &text).await });
+    // Stop while events are still being applied.
+    wait_until("some progress", Duration::from_secs(60), || async { ttm(&service, "P0").await.is_some() }).await;
+    service.stop().await;
+    producing.await.unwrap();
+    let mut restarted = cfg.clone();
+    restarted.listen = format!("127.0.0.1:{}", support::free_port()).parse().unwrap();
+    let service = Service::start(restarted).await;
+    wait_for_reports(&service, &expected, Duration::from_secs(120)).await.unwrap();
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_see_every_change_in_order_and_can_resume() {
+    let broker = Broker::start();
+    let redis = Redis::start();
+    let service = Service::start(config(&broker, &redis, "watch", "2024-07-10")).await;
+    let mut client = service.client().await;
+    let mut watch = client
+        .watch_scores(proto::WatchScoresRequest {
+            partner_ids: vec!["W1".into(), "W2".into()],
+            all: false,
+            resume_cursor: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut lines = Vec::new();
+    for i in 0..20 {
+        lines.push(acr(&format!("w{i}"), if i % 2 == 0 { "W1" } else { "W2" }, "C1", "2024-06", 10));
+        lines.push(acr(&format!("x{i}"), "OTHER", "C1", "2024-06", 10));
+    }
+    produce_lines(&broker.bootstrap, &service.config.events_topic, &lines.join("\n")).await;
+
+    let mut versions: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut latest_ttm: BTreeMap<String, i64> = BTreeMap::new();
+    let mut cursors = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Each partner ends at 10 × 10 USD; batches may merge several events into one change.
+    while latest_ttm.len() < 2 || latest_ttm.values().any(|t| *t != 100_000_000) {
+        let change =
+            tokio::time::timeout_at(deadline.into(), watch.message()).await.expect("changes in time").unwrap().unwrap();
+        let score = change.score.unwrap();
+        assert_ne!(score.partner_id, "OTHER", "only the partners asked for");
+        let seen = versions.entry(score.partner_id.clone()).or_default();
+        assert!(seen.last().is_none_or(|v| change.version > *v), "in order");
+        seen.push(change.version);
+        latest_ttm.insert(score.partner_id.clone(), score.ttm_acr_micros);
+        cursors.push((change.cursor, score.partner_id, change.version));
+    }
+    // Every stored change was seen: versions run 1, 2, ... without a gap.
+    for seen in versions.values() {
+        assert_eq!(*seen, (1..=seen.len() as u64).collect::<Vec<_>>());
+    }
+    assert_eq!(ttm(&service, "W1").await, Some(100_000_000));
+
+    // Resuming from the first change's cursor replays everything after it.
+    let (cursor, _, _) = cursors[0].clone();
+    let mut resumed = client
+        .watch_scores(proto::WatchScoresRequest {
+            partner_ids: vec!["W1".into(), "W2".into()],
+            all: false,
+            resume_cursor: cursor,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for (_, partner, version) in &cursors[1..] {
+        let change = tokio::time::timeout(Duration::from_secs(30), resumed.message()).await.unwrap().unwrap().unwrap();
+        assert_eq!((&change.score.unwrap().partner_id, change.version), (partner, *version));
+    }
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_proper_grpc_codes() {
+    let broker = Broker::start();
+    let mut redis = Redis::start();
+    let service = Service::start(config(&broker, &redis, "errors", "2024-07-10")).await;
+    let mut client = service.client().await;
+    let get = |id: &str| proto::GetScoreRequest { partner_id: id.into(), as_of: None };
+    let status = client.get_score(get("NOPE")).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let status = client.get_score(get("bad id")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("partner_id"), "{}", status.message());
+    let status = client
+        .batch_get_scores(proto::BatchGetScoresRequest { partner_ids: (0..1001).map(|i| format!("P{i}")).collect() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("1000"));
+    let status = client
+        .get_score(proto::GetScoreRequest { partner_id: "P1".into(), as_of: Some("2024-13-01".into()) })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("as_of"));
+
+    // Reflection lists the service, so grpcurl needs no proto files.
+    let mut reflection = tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
+        service.channel().await.unwrap(),
+    );
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut responses =
+        reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+    let listed = format!("{:?}", responses.message().await.unwrap().unwrap());
+    assert!(listed.contains("pcs.v1.PartnerScoreService"), "{listed}");
+
+    // Redis down: reads answer UNAVAILABLE promptly.
+    redis.kill();
+    let started = Instant::now();
+    let status = client.get_score(get("P1")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    service.stop().await;
+}

@@ -1,0 +1,174 @@
+//! The Redis store and the exactly-once apply logic against a real redis-server.
+
+mod support;
+
+use pcs::events::decode_json;
+use pcs::ingest::{Applier, DeadLetter, DeadLetterSink, IngestError, RawMessage, Received};
+use pcs::rules::RuleBook;
+use pcs::store::{PartnerWrite, RedisStore, SourcePartition, StateStore, WriteOutcome};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::Redis;
+
+fn day(s: &str) -> chrono::NaiveDate {
+    pcs::calendar::parse_date(s).unwrap()
+}
+
+fn store(redis: &Redis, prefix: &str) -> RedisStore {
+    RedisStore::connect(&redis.url(), prefix, Duration::from_secs(2)).unwrap()
+}
+
+/// Collects dead letters in memory (the Kafka side is tested in the pipeline tests).
+#[derive(Default)]
+struct Letters(Mutex<Vec<String>>);
+
+impl DeadLetterSink for Letters {
+    async fn send(&self, letters: Vec<DeadLetter>) -> Result<(), IngestError> {
+        self.0.lock().unwrap().extend(letters.into_iter().map(|l| l.reason));
+        Ok(())
+    }
+}
+
+fn received(partition: i32, offset: i64, line: &str) -> Received {
+    let source = SourcePartition { topic: "events".into(), partition };
+    Received {
+        source: source.clone(),
+        offset,
+        event: decode_json(line.as_bytes()).unwrap(),
+        raw: RawMessage { source, offset, key: None, payload: line.as_bytes().to_vec(), headers: Vec::new() },
+    }
+}
+
+fn acr(id: &str, customer: &str, usd: i64) -> String {
+    format!(
+        r#"{{"type":"acr","event_id":"{id}","partner_id":"P1","customer_id":"{customer}","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-06","amount_micros":"{}"}}"#,
+        usd * 1_000_000
+    )
+}
+
+fn write(partner: &str, expected_version: u64, next: Option<&str>) -> PartnerWrite {
+    PartnerWrite {
+        partner_id: partner.into(),
+        expected_version,
+        state: pcs::engine::PartnerState::default().encode(),
+        score: b"score".to_vec(),
+        score_fingerprint: 7,
+        offsets: vec![(SourcePartition { topic: "t".into(), partition: 2 }, 41)],
+        next_change: next.map(day),
+    }
+}
+
+#[tokio::test]
+async fn writes_are_conditional_on_the_version() {
+    let redis = Redis::start();
+    let store = store(&redis, "v");
+    store.ping().await.unwrap();
+    assert_eq!(store.write(&[write("A", 0, None)]).await.unwrap(), vec![WriteOutcome::Written { version: 1 }]);
+    assert_eq!(store.write(&[write("A", 0, None)]).await.unwrap(), vec![WriteOutcome::Conflict]);
+    assert_eq!(store.write(&[write("A", 1, None)]).await.unwrap(), vec![WriteOutcome::Written { version: 2 }]);
+    let loaded = store
+        .load(&[(
+            "A".into(),
+            vec![
+                SourcePartition { topic: "t".into(), partition: 2 },
+                SourcePartition { topic: "t".into(), partition: 3 },
+            ],
+        )])
+        .await
+        .unwrap();
+    assert_eq!(loaded[0].version, 2);
+    assert_eq!(loaded[0].offsets, vec![Some(41), None]);
+    assert_eq!(loaded[0].score_fingerprint, Some(7));
+    let scores = store.scores(&["A".into(), "B".into()]).await.unwrap();
+    assert_eq!(scores[0].as_ref().unwrap().score, b"score");
+    assert!(scores[1].is_none());
+}
+
+#[tokio::test]
+async fn keys_share_the_partners_hash_tag() {
+    let redis = Redis::start();
+    let store = store(&redis, "tag");
+    store.write(&[write("P.1:x", 0, Some("2024-08-01"))]).await.unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("tag:*").query_async(&mut c).await.unwrap();
+    let partner_keys: Vec<&String> = keys.iter().filter(|k| k.contains("P.1:x")).collect();
+    assert_eq!(partner_keys, vec!["tag:{P.1:x}"], "one hash per partner, hash-tagged: {keys:?}");
+}
+
+#[tokio::test]
+async fn listing_and_the_due_index() {
+    let redis = Redis::start();
+    let store = store(&redis, "idx");
+    for (p, next) in [("B", "2024-08-01"), ("A", "2024-07-20"), ("C", "2024-09-01")] {
+        store.write(&[write(p, 0, Some(next))]).await.unwrap();
+    }
+    assert_eq!(store.list_partners("", 2).await.unwrap(), vec!["A", "B"]);
+    assert_eq!(store.list_partners("B", 10).await.unwrap(), vec!["C"]);
+    assert_eq!(store.due(day("2024-08-01"), 10).await.unwrap(), vec!["A", "B"]);
+    // A due partner moves on; a later event can only move its day earlier.
+    store.reschedule("A", day("2024-08-01"), Some(day("2024-09-01"))).await.unwrap();
+    store.reschedule("B", day("2024-08-01"), None).await.unwrap();
+    assert_eq!(store.due(day("2024-08-31"), 10).await.unwrap(), Vec::<String>::new());
+    store.write(&[write("C", 1, Some("2024-08-15"))]).await.unwrap();
+    assert_eq!(store.due(day("2024-08-31"), 10).await.unwrap(), vec!["C"]);
+}
+
+#[tokio::test]
+async fn a_replayed_batch_changes_nothing() {
+    let redis = Redis::start();
+    let applier = Applier { store: store(&redis, "replay"), rules: Arc::new(RuleBook::embedded()), history_days: 400 };
+    let letters = Letters::default();
+    let batch = vec![received(0, 10, &acr("a", "C1", 700)), received(0, 11, &acr("b", "C2", 100))];
+    let today = day("2024-07-10");
+    let first = applier.apply(today, &batch, &letters).await.unwrap();
+    assert_eq!((first.applied, first.changed.len()), (2, 1));
+    // The same messages again (a crash before the offset commit): skipped by offset.
+    let again = applier.apply(today, &batch, &letters).await.unwrap();
+    assert_eq!((again.applied, again.changed.len(), again.replayed.clone()), (0, 0, vec!["P1".to_owned()]));
+    // The same event under a new offset (an upstream redelivery): skipped by event id.
+    let redelivered = applier.apply(today, &[received(1, 5, &acr("a", "C1", 700))], &letters).await.unwrap();
+    assert_eq!(redelivered.applied, 0);
+    // An id reused for another fact is a dead letter, and nothing else changes.
+    let reused = applier.apply(today, &[received(1, 6, &acr("a", "C9", 5))], &letters).await.unwrap();
+    assert_eq!(reused.applied, 0);
+    assert_eq!(letters.0.lock().unwrap().len(), 1);
+    assert!(letters.0.lock().unwrap()[0].contains("reused"));
+    let state = applier.store.load(&[("P1".into(), Vec::new())]).await.unwrap().remove(0).state;
+    let score = pcs::engine::evaluate("P1", &state, today, &applier.rules);
+    assert_eq!(score.ttm_acr_micros, 800_000_000);
+}
+
+#[tokio::test]
+async fn concurrent_writers_of_one_partner_both_count() {
+    let redis = Redis::start();
+    let make = || Applier { store: store(&redis, "race"), rules: Arc::new(RuleBook::embedded()), history_days: 400 };
+    let (a, b) = (make(), make());
+    let letters = Letters::default();
+    let today = day("2024-07-10");
+    // Two instances, two partitions, one partner (an unkeyed producer): 50 events each.
+    let left: Vec<Received> = (0..50).map(|i| received(0, i, &acr(&format!("l{i}"), "C1", 1))).collect();
+    let right: Vec<Received> = (0..50).map(|i| received(1, i, &acr(&format!("r{i}"), "C2", 1))).collect();
+    async fn run(applier: &Applier<RedisStore>, events: Vec<Received>, letters: &Letters, today: chrono::NaiveDate) {
+        for e in events {
+            applier.apply(today, std::slice::from_ref(&e), letters).await.unwrap();
+        }
+    }
+    tokio::join!(run(&a, left, &letters, today), run(&b, right, &letters, today));
+    let state = a.store.load(&[("P1".into(), Vec::new())]).await.unwrap().remove(0).state;
+    assert_eq!(pcs::engine::evaluate("P1", &state, today, &a.rules).ttm_acr_micros, 100_000_000);
+}
+
+#[tokio::test]
+async fn rollover_reevaluates_due_partners() {
+    let redis = Redis::start();
+    let applier = Applier { store: store(&redis, "roll"), rules: Arc::new(RuleBook::embedded()), history_days: 400 };
+    let letters = Letters::default();
+    let deployment = r#"{"type":"deployment","event_id":"d","partner_id":"P1","deployment_id":"x","customer_id":"C","solution_area":"DATA_AI","service":"AKS","attribution":"PAL","deployed_on":"2023-07-20"}"#;
+    applier.apply(day("2024-07-10"), &[received(0, 0, deployment)], &letters).await.unwrap();
+    // Nothing is due before the deployment leaves its window on 2024-07-20.
+    assert!(applier.roll_over(day("2024-07-19"), 10).await.unwrap().is_empty());
+    let changed = applier.roll_over(day("2024-07-20"), 10).await.unwrap();
+    assert_eq!(changed.len(), 1, "the deployment aged out");
+    assert!(applier.roll_over(day("2024-07-20"), 10).await.unwrap().is_empty(), "and it is not due again");
+}

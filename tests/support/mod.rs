@@ -1,0 +1,372 @@
+//! Real servers for integration tests: a redis-server and a Kafka-protocol broker (tansu, or
+//! the broker named by PCS_TEST_KAFKA), each on a free loopback port, stopped on drop; and a
+//! pcs service running in-process against them.
+
+#![allow(dead_code)]
+
+use pcs::config::ServeConfig;
+use pcs::proto::partner_score_service_client::PartnerScoreServiceClient;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on port {port} within 20 s");
+}
+
+/// A redis-server of its own.
+pub struct Redis {
+    pub port: u16,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// Starts with extra arguments (e.g. `--appendonly yes`), in a fresh data directory.
+    pub fn start_with(extra: &[&str]) -> Redis {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("pcs-test-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--dir"])
+            .arg(&dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        wait_for_port(port, "redis-server", &mut child);
+        let redis = Redis { port, child, dir };
+        redis.wait_ready();
+        redis
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let mut buf = [0u8; 16];
+                if s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG")) {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server on {} never answered PING", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Points at a server another handle owns; only for building a config.
+    pub fn external(url: &str) -> ExternalRedis {
+        ExternalRedis(url.to_owned())
+    }
+
+    /// Stops the server (as a crash would), keeping its data directory.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub struct ExternalRedis(String);
+
+/// Anything a test config can take its Redis URL from.
+pub trait RedisUrl {
+    fn redis_url(&self) -> String;
+}
+
+impl RedisUrl for Redis {
+    fn redis_url(&self) -> String {
+        self.url()
+    }
+}
+
+impl RedisUrl for ExternalRedis {
+    fn redis_url(&self) -> String {
+        self.0.clone()
+    }
+}
+
+/// A Kafka-protocol broker: tansu on a free port, or the broker in PCS_TEST_KAFKA.
+pub struct Broker {
+    pub bootstrap: String,
+    child: Option<Child>,
+}
+
+pub fn tansu_path() -> PathBuf {
+    std::env::var_os("PCS_TANSU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/tansu"))
+}
+
+impl Broker {
+    /// A broker this handle does not own (not stopped on drop).
+    pub fn external(bootstrap: &str) -> Broker {
+        Broker { bootstrap: bootstrap.to_owned(), child: None }
+    }
+
+    pub fn start() -> Broker {
+        if let Ok(bootstrap) = std::env::var("PCS_TEST_KAFKA") {
+            return Broker { bootstrap, child: None };
+        }
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut child = Command::new(tansu_path())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start tansu at {}: {e} (scripts/test installs it)", tansu_path().display())
+            });
+        wait_for_port(port, "tansu", &mut child);
+        Broker { bootstrap: format!("127.0.0.1:{port}"), child: Some(child) }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A configuration for one test's service: its own topics, group and Redis prefix.
+pub fn config(broker: &Broker, redis: &impl RedisUrl, name: &str, now: &str) -> ServeConfig {
+    ServeConfig {
+        kafka_brokers: broker.bootstrap.clone(),
+        redis_url: redis.redis_url(),
+        redis_prefix: format!("t-{name}"),
+        redis_timeout_ms: 1000,
+        events_topic: format!("{name}.events"),
+        dlq_topic: None,
+        scores_topic: format!("{name}.scores"),
+        group_id: format!("{name}-group"),
+        events_partitions: 3,
+        scores_partitions: 2,
+        dlq_partitions: 1,
+        replication_factor: -1,
+        listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        now: Some(pcs::calendar::parse_date(now).unwrap()),
+        rules: Vec::new(),
+        batch_max_events: 500,
+        batch_max_wait_ms: 20,
+        history_days: 400,
+        watch_buffer: 1024,
+    }
+}
+
+/// `pcs serve` running in this process.
+pub struct Service {
+    pub config: ServeConfig,
+    shutdown: broadcast::Sender<()>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Service {
+    /// Starts the service and waits until it reports SERVING.
+    pub async fn start(config: ServeConfig) -> Service {
+        let (shutdown, _) = broadcast::channel(1);
+        let task = tokio::spawn({
+            let config = config.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                if let Err(e) = pcs::service::serve(config, shutdown).await {
+                    panic!("pcs serve failed: {e}");
+                }
+            }
+        });
+        let service = Service { config, shutdown, task: Some(task) };
+        service.wait_serving().await;
+        service
+    }
+
+    pub fn addr(&self) -> String {
+        format!("http://{}", self.config.listen)
+    }
+
+    pub async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
+        Channel::from_shared(self.addr()).expect("a valid URI").connect().await
+    }
+
+    pub async fn client(&self) -> PartnerScoreServiceClient<Channel> {
+        PartnerScoreServiceClient::connect(self.addr()).await.unwrap()
+    }
+
+    pub async fn wait_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(channel) = self.channel().await {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+                let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+                if let Ok(r) = health.check(request).await
+                    && r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "service never reported SERVING");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Graceful stop, as on SIGTERM.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(());
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(15), task).await.expect("service stops within 15 s").unwrap();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(());
+    }
+}
+
+/// Sends each non-blank line as a message keyed by its partner_id, as `pcs produce` does;
+/// returns once every message is acknowledged.
+pub async fn produce_lines(bootstrap: &str, topic: &str, text: &str) -> usize {
+    let producer: FutureProducer = pcs::kafka::producer_config(bootstrap).create().unwrap();
+    let mut deliveries = Vec::new();
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let key = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("partner_id").and_then(|p| p.as_str()).map(str::to_owned));
+        let mut record = FutureRecord::to(topic).payload(line);
+        if let Some(key) = &key {
+            record = record.key(key);
+        }
+        deliveries.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    }
+    let sent = deliveries.len();
+    for delivery in deliveries {
+        delivery.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    sent
+}
+
+/// A dead letter as read back: payload and headers.
+pub struct Letter {
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Letter {
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads every message of partition 0 of `topic` from the beginning, waiting up to `wait`
+/// for at least `expected` of them.
+pub fn read_topic(bootstrap: &str, topic: &str, expected: usize, wait: Duration) -> Vec<Letter> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("reader-{}", free_port()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    consumer.assign(&list).unwrap();
+    let deadline = Instant::now() + wait;
+    let mut letters = Vec::new();
+    while Instant::now() < deadline && letters.len() < expected {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            letters.push(Letter { payload: m.payload().unwrap_or_default().to_vec(), headers });
+        }
+    }
+    letters
+}
+
+/// The spec §7 keys of a report, as `compare_reports.py` reads them.
+pub fn spec_keys(report: &serde_json::Value) -> serde_json::Value {
+    use serde_json::json;
+    let designations: Vec<serde_json::Value> = report["designations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let subcategories: Vec<serde_json::Value> = d["subcategories"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| json!({"name": s["name"], "points": s["points"], "max": s["max"], "value": s["value"]}))
+                .collect();
+            json!({"designation": d["designation"], "total": d["total"], "qualified": d["qualified"], "subcategories": subcategories})
+        })
+        .collect();
+    json!({
+        "partner_id": report["partner_id"],
+        "as_of": report["as_of"],
+        "path": report["path"],
+        "ttm_acr_micros": report["ttm_acr_micros"],
+        "designations": designations,
+    })
+}
+
+pub fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden")
+}
