@@ -70,6 +70,10 @@ pub struct ServeConfig {
     /// and GetScore answers for `as_of` within them.
     #[arg(long, env = "PCS_HISTORY_DAYS", default_value_t = 400)]
     pub history_days: u32,
+    /// Days an event id is remembered after it arrives, at least (ids of facts that still
+    /// count are kept as long as they count): a redelivery within it is recognised.
+    #[arg(long, env = "PCS_DEDUP_WINDOW_DAYS", default_value_t = 7)]
+    pub dedup_window_days: u32,
     /// Score changes buffered per watch stream before it is closed as lagging (with a cursor
     /// to resume from).
     #[arg(long, env = "PCS_WATCH_BUFFER", default_value_t = 1024)]

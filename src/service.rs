@@ -82,7 +82,12 @@ pub async fn serve(config: ServeConfig, shutdown: broadcast::Sender<()>) -> Resu
 
     let ingest = Ingest {
         consumer,
-        applier: Applier { store: store.clone(), rules: rules.clone(), history_days: config.history_days },
+        applier: Applier {
+            store: store.clone(),
+            rules: rules.clone(),
+            history_days: config.history_days,
+            dedup_window_days: config.dedup_window_days,
+        },
         dead_letters: DeadLetterTopic { producer: producer.clone(), topic: dlq_topic },
         publisher: publisher.clone(),
         clock,
@@ -91,8 +96,12 @@ pub async fn serve(config: ServeConfig, shutdown: broadcast::Sender<()>) -> Resu
         status: status.clone(),
     };
     let ingest_task = tokio::spawn(ingest.run(shutdown.subscribe()));
-    let rollover_applier =
-        Arc::new(Applier { store: store.clone(), rules: rules.clone(), history_days: config.history_days });
+    let rollover_applier = Arc::new(Applier {
+        store: store.clone(),
+        rules: rules.clone(),
+        history_days: config.history_days,
+        dedup_window_days: config.dedup_window_days,
+    });
     let rollover_task = tokio::spawn(run_rollover(rollover_applier, publisher, clock, shutdown.subscribe()));
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -2,42 +2,16 @@
 //! tested here at once) through the library: the reports on the keys spec §7 fixes, and the
 //! rejected line numbers.
 
+mod support;
+
 use pcs::engine::Partners;
 use pcs::events::JsonLines;
 use pcs::rules::RuleBook;
 use serde_json::{Value, json};
+use support::{golden_dir, spec_keys};
 use std::fs::{self, File};
 use std::io::BufReader;
 use std::path::PathBuf;
-
-fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden")
-}
-
-/// Only the keys spec §7 fixes, as `compare_reports.py` reads them.
-fn spec_keys(report: &Value) -> Value {
-    let designations: Vec<Value> = report["designations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            let subcategories: Vec<Value> = d["subcategories"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| json!({"name": s["name"], "points": s["points"], "max": s["max"], "value": s["value"]}))
-                .collect();
-            json!({"designation": d["designation"], "total": d["total"], "qualified": d["qualified"], "subcategories": subcategories})
-        })
-        .collect();
-    json!({
-        "partner_id": report["partner_id"],
-        "as_of": report["as_of"],
-        "path": report["path"],
-        "ttm_acr_micros": report["ttm_acr_micros"],
-        "designations": designations,
-    })
-}
 
 #[test]
 fn every_golden_vector_matches() {

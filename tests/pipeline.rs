@@ -333,3 +333,53 @@ async fn errors_are_proper_grpc_codes() {
     assert!(started.elapsed() < Duration::from_secs(5));
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_events_and_watchers_on_another_instance() {
+    use prost::Message;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let broker = Broker::start();
+    let redis = Redis::start();
+    let first = Service::start(config(&broker, &redis, "twin", "2024-07-10")).await;
+    let mut second_cfg = config(&broker, &redis, "twin", "2024-07-10");
+    second_cfg.listen = format!("127.0.0.1:{}", support::free_port()).parse().unwrap();
+    let second = Service::start(second_cfg).await;
+    let mut client = second.client().await;
+    let mut watch = client
+        .watch_scores(proto::WatchScoresRequest { partner_ids: Vec::new(), all: true, resume_cursor: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Protobuf events (content-type header) for 12 partners, spread over every partition.
+    let producer: FutureProducer = pcs::kafka::producer_config(&broker.bootstrap).create().unwrap();
+    for i in 0..12 {
+        let event = proto::PartnerEvent {
+            event_id: format!("pb-{i}"),
+            partner_id: format!("PB{i}"),
+            payload: Some(proto::partner_event::Payload::Acr(proto::AcrLine {
+                customer_id: "C1".into(),
+                customer_segment: proto::CustomerSegment::Smb as i32,
+                solution_area: proto::SolutionArea::DataAi as i32,
+                attribution: "PAL".into(),
+                month: "2024-06".into(),
+                amount_micros: 1_000_000 * (i + 1),
+            })),
+        };
+        let bytes = event.encode_to_vec();
+        let key = format!("PB{i}");
+        let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some("application/x-protobuf") });
+        let record = FutureRecord::to(&first.config.events_topic).key(&key).payload(&bytes).headers(headers);
+        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 12 {
+        let change = tokio::time::timeout(Duration::from_secs(60), watch.message()).await.expect("in time").unwrap().unwrap();
+        seen.insert(change.score.unwrap().partner_id);
+    }
+    assert_eq!(ttm(&first, "PB11").await, Some(12_000_000));
+    second.stop().await;
+    first.stop().await;
+}

@@ -129,7 +129,7 @@ proptest! {
         let rules = RuleBook::embedded();
         let full = state_of(&events);
         let mut pruned = full.clone();
-        pruned.prune(horizon, &rules);
+        pruned.prune(horizon, NaiveDate::MAX, &rules);
         for days in later {
             let as_of = horizon + Duration::days(days);
             prop_assert_eq!(evaluate("P", &pruned, as_of, &rules), evaluate("P", &full, as_of, &rules));

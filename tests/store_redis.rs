@@ -117,7 +117,12 @@ async fn listing_and_the_due_index() {
 #[tokio::test]
 async fn a_replayed_batch_changes_nothing() {
     let redis = Redis::start();
-    let applier = Applier { store: store(&redis, "replay"), rules: Arc::new(RuleBook::embedded()), history_days: 400 };
+    let applier = Applier {
+        store: store(&redis, "replay"),
+        rules: Arc::new(RuleBook::embedded()),
+        history_days: 400,
+        dedup_window_days: 7,
+    };
     let letters = Letters::default();
     let batch = vec![received(0, 10, &acr("a", "C1", 700)), received(0, 11, &acr("b", "C2", 100))];
     let today = day("2024-07-10");
@@ -142,7 +147,12 @@ async fn a_replayed_batch_changes_nothing() {
 #[tokio::test]
 async fn concurrent_writers_of_one_partner_both_count() {
     let redis = Redis::start();
-    let make = || Applier { store: store(&redis, "race"), rules: Arc::new(RuleBook::embedded()), history_days: 400 };
+    let make = || Applier {
+        store: store(&redis, "race"),
+        rules: Arc::new(RuleBook::embedded()),
+        history_days: 400,
+        dedup_window_days: 7,
+    };
     let (a, b) = (make(), make());
     let letters = Letters::default();
     let today = day("2024-07-10");
@@ -162,7 +172,12 @@ async fn concurrent_writers_of_one_partner_both_count() {
 #[tokio::test]
 async fn rollover_reevaluates_due_partners() {
     let redis = Redis::start();
-    let applier = Applier { store: store(&redis, "roll"), rules: Arc::new(RuleBook::embedded()), history_days: 400 };
+    let applier = Applier {
+        store: store(&redis, "roll"),
+        rules: Arc::new(RuleBook::embedded()),
+        history_days: 400,
+        dedup_window_days: 7,
+    };
     let letters = Letters::default();
     let deployment = r#"{"type":"deployment","event_id":"d","partner_id":"P1","deployment_id":"x","customer_id":"C","solution_area":"DATA_AI","service":"AKS","attribution":"PAL","deployed_on":"2023-07-20"}"#;
     applier.apply(day("2024-07-10"), &[received(0, 0, deployment)], &letters).await.unwrap();

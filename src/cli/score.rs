@@ -1,6 +1,6 @@
 //! `pcs score`: the file scorer. Streams events, prints one report per partner.
 
-use crate::calendar::parse_date;
+use crate::config::date_arg;
 use crate::engine::Partners;
 use crate::events::{JsonLines, validate_partner_id};
 use crate::rules::RuleBook;
@@ -25,10 +25,6 @@ pub struct Args {
     /// Rule set file (TOML); repeat to give several effective dates. Default: the built-in set.
     #[arg(long, value_name = "FILE")]
     rules: Vec<PathBuf>,
-}
-
-pub(crate) fn date_arg(text: &str) -> Result<NaiveDate, String> {
-    parse_date(text).ok_or_else(|| format!("{text:?} is not a YYYY-MM-DD date between 2000 and 2100"))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -51,6 +51,8 @@ pub struct PartnerState {
 struct SeenEvent {
     fingerprint: u64,
     lifetime: Lifetime,
+    /// When the event arrived: its id is kept at least through the dedup window.
+    received_on: NaiveDate,
 }
 
 /// How long an event id must be remembered. Only an ACR line is unsafe to apply twice; the
@@ -104,6 +106,12 @@ impl PartnerState {
     /// Merges one event. The event's partner is the caller's business: a state holds one
     /// partner's facts.
     pub fn apply(&mut self, event: &Event) -> Result<Applied, StateError> {
+        self.apply_received(event, NaiveDate::MIN)
+    }
+
+    /// Merges one event that arrived on `received_on` (its id then outlives pruning through
+    /// the dedup window, see [`PartnerState::prune`]).
+    pub fn apply_received(&mut self, event: &Event, received_on: NaiveDate) -> Result<Applied, StateError> {
         let fingerprint = event.fact.fingerprint();
         if let Some(seen) = self.seen.get(event.event_id.as_str()) {
             return if seen.fingerprint == fingerprint {
@@ -113,7 +121,7 @@ impl PartnerState {
             };
         }
         let lifetime = self.merge(&event.fact);
-        self.seen.insert(event.event_id.clone(), SeenEvent { fingerprint, lifetime });
+        self.seen.insert(event.event_id.clone(), SeenEvent { fingerprint, lifetime, received_on });
         Ok(Applied::New)
     }
 
@@ -201,9 +209,11 @@ impl PartnerState {
     }
 
     /// Drops every fact that cannot affect an evaluation on `horizon` or later under any rule
-    /// set of `rules`, and the ids of events whose facts are gone or can no longer count.
+    /// set of `rules`, and the ids of events whose facts are gone or can no longer count —
+    /// except ids received on or after `keep_ids_since` (the dedup window), which are kept
+    /// so that a redelivery is still recognised, or a reused id still rejected.
     /// Evaluations before `horizon` are not meaningful afterwards.
-    pub fn prune(&mut self, horizon: NaiveDate, rules: &RuleBook) {
+    pub fn prune(&mut self, horizon: NaiveDate, keep_ids_since: NaiveDate, rules: &RuleBook) {
         let lookback = rules.sets().iter().map(|s| s.acr_lookback_months()).max().unwrap_or(0);
         let window = rules.sets().iter().map(|s| s.deployment_window_months()).max().unwrap_or(0);
         let earliest_m = last_complete_month(horizon);
@@ -233,11 +243,14 @@ impl PartnerState {
             !c.earned.is_empty() || !c.removed.is_empty()
         });
 
-        self.seen.retain(|_, seen| match seen.lifetime {
-            Lifetime::AcrMonth(month) => month >= oldest_acr_month,
-            Lifetime::Until(until) => until > horizon,
-            Lifetime::Deployed(on) => on > deployment_cutoff,
-            Lifetime::Forever => true,
+        self.seen.retain(|_, seen| {
+            let counts = match seen.lifetime {
+                Lifetime::AcrMonth(month) => month >= oldest_acr_month,
+                Lifetime::Until(until) => until > horizon,
+                Lifetime::Deployed(on) => on > deployment_cutoff,
+                Lifetime::Forever => true,
+            };
+            counts || seen.received_on >= keep_ids_since
         });
     }
 

@@ -406,12 +406,19 @@ fn prune_forgets_only_what_no_longer_counts() {
     let horizon = date("2024-07-10");
     let before: Vec<_> =
         ["2024-07-10", "2024-08-01", "2025-07-31"].iter().map(|d| evaluate("P", &s, date(d), &rules)).collect();
-    s.prune(horizon, &rules);
+    s.prune(horizon, NaiveDate::MAX, &rules);
     let after: Vec<_> =
         ["2024-07-10", "2024-08-01", "2025-07-31"].iter().map(|d| evaluate("P", &s, date(d), &rules)).collect();
     assert_eq!(before, after);
     assert_eq!(s.remembered_events(), 5, "the 2022 line and the expired certification are forgotten");
     assert_eq!(s.certifications().len(), 1, "u's only certification expired");
+    // Ids received within the dedup window are kept even when their fact no longer counts.
+    let mut windowed = state(&[]);
+    windowed.apply_received(&events[0], date("2024-07-09")).unwrap();
+    windowed.prune(horizon, date("2024-07-03"), &rules);
+    assert_eq!(windowed.remembered_events(), 1);
+    windowed.prune(horizon, date("2024-07-10"), &rules);
+    assert_eq!(windowed.remembered_events(), 0);
     // The old segment (the only known one) is kept: it still decides C1's segment.
     assert_eq!(after[0].path, Path::Enterprise);
 }

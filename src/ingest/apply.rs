@@ -44,6 +44,8 @@ pub struct Applier<S> {
     pub store: S,
     pub rules: Arc<RuleBook>,
     pub history_days: u32,
+    /// Event ids are remembered at least this many days after they arrive.
+    pub dedup_window_days: u32,
 }
 
 /// One partner's share of a batch, worked out in memory.
@@ -59,6 +61,11 @@ impl<S: StateStore> Applier<S> {
     /// The oldest day evaluations must stay right for: what is older is pruned.
     pub fn history_start(&self, today: NaiveDate) -> NaiveDate {
         today.checked_sub_days(Days::new(u64::from(self.history_days))).unwrap_or(today)
+    }
+
+    fn prune(&self, state: &mut PartnerState, today: NaiveDate) {
+        let keep_ids_since = today.checked_sub_days(Days::new(u64::from(self.dedup_window_days))).unwrap_or(today);
+        state.prune(self.history_start(today), keep_ids_since, &self.rules);
     }
 
     /// Applies `events` (already decoded) as of `today`. Events rejected by the partner's
@@ -164,7 +171,7 @@ impl<S: StateStore> Applier<S> {
                 plan.replayed = true;
                 continue;
             }
-            match state.apply(&event.event) {
+            match state.apply_received(&event.event, today) {
                 Ok(Applied::New) => plan.applied += 1,
                 Ok(Applied::Redelivery) => {}
                 Err(reason) => plan.rejected.push((i, reason)),
@@ -175,7 +182,7 @@ impl<S: StateStore> Applier<S> {
             // Nothing new: the stored facts already hold every fact of these events.
             return plan;
         }
-        state.prune(self.history_start(today), &self.rules);
+        self.prune(&mut state, today);
         let score = evaluate(partner_id, &state, today, &self.rules);
         let fingerprint = score.fingerprint();
         plan.score_changed = score_fingerprint != Some(fingerprint);
@@ -216,7 +223,7 @@ impl<S: StateStore> Applier<S> {
                 return Ok(None);
             }
             let mut state: PartnerState = stored.state;
-            state.prune(self.history_start(today), &self.rules);
+            self.prune(&mut state, today);
             let score = evaluate(partner_id, &state, today, &self.rules);
             let fingerprint = score.fingerprint();
             let next_change = next_change_after(&state, today, &self.rules);

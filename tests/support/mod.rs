@@ -200,6 +200,7 @@ pub fn config(broker: &Broker, redis: &impl RedisUrl, name: &str, now: &str) -> 
         batch_max_events: 500,
         batch_max_wait_ms: 20,
         history_days: 400,
+        dedup_window_days: 7,
         watch_buffer: 1024,
     }
 }
