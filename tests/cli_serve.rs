@@ -62,7 +62,8 @@ fn serve_produce_get_list_and_sigterm() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["partner_id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(ids, ["P-Q-NODEP", "P-Q-YES"]);
-    let qualified = pcs().args(["list", "--addr", &addr, "--designation", "INFRASTRUCTURE", "--qualified"]).output().unwrap();
+    let qualified =
+        pcs().args(["list", "--addr", &addr, "--designation", "INFRASTRUCTURE", "--qualified"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&qualified.stdout).lines().count(), 1);
 
     // SIGTERM: exit 0 within 10 s.

@@ -8,10 +8,10 @@ use pcs::engine::Partners;
 use pcs::events::JsonLines;
 use pcs::rules::RuleBook;
 use serde_json::{Value, json};
-use support::{golden_dir, spec_keys};
 use std::fs::{self, File};
 use std::io::BufReader;
 use std::path::PathBuf;
+use support::{golden_dir, spec_keys};
 
 #[test]
 fn every_golden_vector_matches() {

@@ -376,7 +376,8 @@ async fn protobuf_events_and_watchers_on_another_instance() {
     }
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 12 {
-        let change = tokio::time::timeout(Duration::from_secs(60), watch.message()).await.expect("in time").unwrap().unwrap();
+        let change =
+            tokio::time::timeout(Duration::from_secs(60), watch.message()).await.expect("in time").unwrap().unwrap();
         seen.insert(change.score.unwrap().partner_id);
     }
     assert_eq!(ttm(&first, "PB11").await, Some(12_000_000));

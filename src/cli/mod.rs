@@ -30,7 +30,7 @@ enum Command {
     /// Score partners from a JSON Lines event file, one JSON report per partner on stdout.
     Score(score::Args),
     /// Run the service: consume events from Kafka, keep state in Redis, serve scores over gRPC.
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// Print partners' scores from a running service (spec §7 JSON, one line each).
     Get(get::Args),
     /// Print every partner's score from a running service, one JSON line each.
@@ -59,7 +59,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Score(args) => score::run(args),
-        Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve::run(args))),
+        Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve::run(*args))),
         Command::Get(args) => runtime().and_then(|rt| rt.block_on(get::run(args))),
         Command::List(args) => runtime().and_then(|rt| rt.block_on(list::run(args))),
         Command::Produce(args) => runtime().and_then(|rt| rt.block_on(produce::run(args))),
