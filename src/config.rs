@@ -14,13 +14,17 @@ pub struct ConfigError(pub String);
 
 #[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct ServeConfig {
-    /// Kafka bootstrap servers (host:port,...).
+    /// Kafka bootstrap servers (host:port,...). Absent: the playground, an in-process broker.
     #[arg(long, env = "PCS_KAFKA_BROKERS", value_name = "HOSTS")]
-    pub kafka_brokers: String,
-    /// Redis URL (redis://[user:password@]host:port[/db]).
-    #[arg(long, env = "PCS_REDIS_URL", default_value = "redis://127.0.0.1:6379", value_name = "URL")]
+    pub kafka_brokers: Option<String>,
+    /// Redis URL (redis://[user:password@]host:port[/db]). Absent: in-memory state, lost on
+    /// restart.
+    #[arg(long, env = "PCS_REDIS_URL", value_name = "URL")]
     #[serde(skip)]
-    pub redis_url: String,
+    pub redis_url: Option<String>,
+    /// Load the bundled demo dataset at start-up (and, without --now, score as of its date).
+    #[arg(long, env = "PCS_DEMO")]
+    pub demo: bool,
     /// Prefix of every Redis key pcs writes (several deployments can share one Redis).
     #[arg(long, env = "PCS_REDIS_PREFIX", default_value = "pcs", value_name = "PREFIX")]
     pub redis_prefix: String,
@@ -87,7 +91,7 @@ pub(crate) fn date_arg(text: &str) -> Result<NaiveDate, String> {
 impl ServeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |m: String| Err(ConfigError(m));
-        if self.kafka_brokers.trim().is_empty() {
+        if self.kafka_brokers.as_ref().is_some_and(|b| b.trim().is_empty()) {
             return fail("--kafka-brokers is empty".into());
         }
         for (flag, topic) in [

@@ -3,14 +3,17 @@
 //! its own work, the caller waits for all of them).
 
 use crate::api::ScoreApi;
+use crate::calendar::parse_date;
 use crate::clock::Clock;
 use crate::config::{ConfigError, ServeConfig};
+use crate::demo::{BUNDLED, DEMO_AS_OF};
 use crate::feed::{ScorePublisher, WatchHub};
 use crate::ingest::{Applier, DeadLetterTopic, Ingest, IngestContext, IngestStatus, run_rollover};
 use crate::kafka::{self, KafkaError, ensure_topics, topics::TopicSpec};
+use crate::playground::Playground;
 use crate::proto::{self, partner_score_service_server::PartnerScoreServiceServer};
 use crate::rules::{RuleBook, RulesError};
-use crate::store::{RedisStore, StateStore, StoreError};
+use crate::store::{MemoryStore, RedisStore, StateStore, StoreError};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use std::sync::Arc;
@@ -43,52 +46,103 @@ pub enum ServiceError {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 /// Runs the service until `shutdown` fires.
-pub async fn serve(config: ServeConfig, shutdown: broadcast::Sender<()>) -> Result<(), ServiceError> {
+pub async fn serve(mut config: ServeConfig, shutdown: broadcast::Sender<()>) -> Result<(), ServiceError> {
     config.validate()?;
+    if config.demo && config.now.is_none() {
+        config.now = parse_date(DEMO_AS_OF);
+    }
     let rules = Arc::new(RuleBook::load(&config.rules)?);
-    let clock = config.now.map_or(Clock::System, Clock::Fixed);
-    let store = RedisStore::connect(&config.redis_url, &config.redis_prefix, config.redis_timeout())?;
     tracing::info!(config = %serde_json::to_string(&config).unwrap_or_default(), "starting pcs serve");
 
     let dlq_topic = config.dlq_topic();
-    let topics = [
-        TopicSpec { name: &config.events_topic, partitions: config.events_partitions, compacted: false },
-        TopicSpec { name: &dlq_topic, partitions: config.dlq_partitions, compacted: false },
-        TopicSpec { name: &config.scores_topic, partitions: config.scores_partitions, compacted: true },
-    ];
-    let mut attempt = 0;
-    let mut stop_waiting = shutdown.subscribe();
-    while let Err(e) = ensure_topics(&config.kafka_brokers, config.replication_factor, &topics).await {
-        attempt += 1;
-        tracing::warn!(error = %e, attempt, "cannot create topics yet; retrying");
-        tokio::select! {
-            _ = sleep(Duration::from_secs(2)) => {}
-            _ = stop_waiting.recv() => return Ok(()),
+    let (brokers, playground) = match &config.kafka_brokers {
+        Some(brokers) => {
+            let topics = [
+                TopicSpec { name: &config.events_topic, partitions: config.events_partitions, compacted: false },
+                TopicSpec { name: &dlq_topic, partitions: config.dlq_partitions, compacted: false },
+                TopicSpec { name: &config.scores_topic, partitions: config.scores_partitions, compacted: true },
+            ];
+            let mut attempt = 0;
+            let mut stop_waiting = shutdown.subscribe();
+            while let Err(e) = ensure_topics(brokers, config.replication_factor, &topics).await {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "cannot create topics yet; retrying");
+                tokio::select! {
+                    _ = sleep(Duration::from_secs(2)) => {}
+                    _ = stop_waiting.recv() => return Ok(()),
+                }
+            }
+            (brokers.clone(), None)
         }
-    }
+        None => {
+            let playground = Playground::start(vec![
+                (config.events_topic.clone(), config.events_partitions),
+                (dlq_topic.clone(), config.dlq_partitions),
+                (config.scores_topic.clone(), config.scores_partitions),
+            ])?;
+            tracing::warn!(
+                bootstrap = %playground.bootstrap,
+                "PLAYGROUND: no --kafka-brokers, so an in-process Kafka broker serves at {} (write events to topic {})",
+                playground.bootstrap,
+                config.events_topic
+            );
+            (playground.bootstrap.clone(), Some(playground))
+        }
+    };
+    let result = match config.redis_url.clone() {
+        Some(url) => {
+            run(
+                &config,
+                &brokers,
+                RedisStore::connect(&url, &config.redis_prefix, config.redis_timeout())?,
+                rules,
+                shutdown,
+            )
+            .await
+        }
+        None => {
+            tracing::warn!("PLAYGROUND: no --redis-url, so state is kept in memory: NOTHING SURVIVES A RESTART");
+            run(&config, &brokers, MemoryStore::default(), rules, shutdown).await
+        }
+    };
+    drop(playground);
+    result
+}
 
-    let producer: FutureProducer =
-        kafka::producer_config(&config.kafka_brokers).create().map_err(KafkaError::Client)?;
+async fn run<S: StateStore>(
+    config: &ServeConfig,
+    brokers: &str,
+    store: S,
+    rules: Arc<RuleBook>,
+    shutdown: broadcast::Sender<()>,
+) -> Result<(), ServiceError> {
+    let clock = config.now.map_or(Clock::System, Clock::Fixed);
+    let producer: FutureProducer = kafka::producer_config(brokers).create().map_err(KafkaError::Client)?;
     let status = Arc::new(IngestStatus::default());
-    let consumer: StreamConsumer<IngestContext> = kafka::event_consumer_config(&config.kafka_brokers, &config.group_id)
+    let consumer: StreamConsumer<IngestContext> = kafka::event_consumer_config(brokers, &config.group_id)
         .create_with_context(IngestContext::new(status.clone()))
         .map_err(KafkaError::Client)?;
     consumer
         .subscribe(&[&config.events_topic])
         .map_err(|source| ServiceError::Subscribe { topic: config.events_topic.clone(), source })?;
-    let hub =
-        WatchHub::start(&config.kafka_brokers, &config.scores_topic, config.watch_buffer, shutdown.subscribe()).await?;
+    let hub = WatchHub::start(brokers, &config.scores_topic, config.watch_buffer, shutdown.subscribe()).await?;
     let publisher = ScorePublisher { producer: producer.clone(), topic: config.scores_topic.clone() };
+    if config.demo {
+        let lines: Vec<Vec<u8>> = BUNDLED.lines().map(|l| l.as_bytes().to_vec()).collect();
+        let sent = kafka::send_lines(&producer, &config.events_topic, lines).await?;
+        tracing::info!(events = sent, as_of = DEMO_AS_OF, "demo dataset sent to {}", config.events_topic);
+    }
 
+    let applier = || Applier {
+        store: store.clone(),
+        rules: rules.clone(),
+        history_days: config.history_days,
+        dedup_window_days: config.dedup_window_days,
+    };
     let ingest = Ingest {
         consumer,
-        applier: Applier {
-            store: store.clone(),
-            rules: rules.clone(),
-            history_days: config.history_days,
-            dedup_window_days: config.dedup_window_days,
-        },
-        dead_letters: DeadLetterTopic { producer: producer.clone(), topic: dlq_topic },
+        applier: applier(),
+        dead_letters: DeadLetterTopic { producer: producer.clone(), topic: config.dlq_topic() },
         publisher: publisher.clone(),
         clock,
         batch_max_events: config.batch_max_events,
@@ -96,20 +150,17 @@ pub async fn serve(config: ServeConfig, shutdown: broadcast::Sender<()>) -> Resu
         status: status.clone(),
     };
     let ingest_task = tokio::spawn(ingest.run(shutdown.subscribe()));
-    let rollover_applier = Arc::new(Applier {
-        store: store.clone(),
-        rules: rules.clone(),
-        history_days: config.history_days,
-        dedup_window_days: config.dedup_window_days,
-    });
-    let rollover_task = tokio::spawn(run_rollover(rollover_applier, publisher, clock, shutdown.subscribe()));
+    let rollover_task = tokio::spawn(run_rollover(Arc::new(applier()), publisher, clock, shutdown.subscribe()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    tokio::spawn(report_health(health, store.clone(), status, shutdown.subscribe()));
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    tokio::spawn(report_health::<S>(health, store.clone(), status, shutdown.subscribe()));
+    // Both reflection versions: grpcurl before 1.9 and many other tools speak only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection_v1, reflection_v1alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
     let api = ScoreApi {
         store,
         rules,
@@ -123,7 +174,8 @@ pub async fn serve(config: ServeConfig, shutdown: broadcast::Sender<()>) -> Resu
     tracing::info!(listen = %config.listen, "gRPC listening");
     Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(PartnerScoreServiceServer::new(api))
         .serve_with_shutdown(config.listen, async move {
             let _ = stop.recv().await;
@@ -139,10 +191,10 @@ pub async fn serve(config: ServeConfig, shutdown: broadcast::Sender<()>) -> Resu
     Ok(())
 }
 
-/// Serving only while Redis answers and the consumer has its partitions.
-async fn report_health(
+/// Serving only while the store answers and the consumer has its partitions.
+async fn report_health<S: StateStore>(
     health: tonic_health::server::HealthReporter,
-    store: RedisStore,
+    store: S,
     status: Arc<IngestStatus>,
     mut shutdown: broadcast::Receiver<()>,
 ) {
@@ -151,10 +203,10 @@ async fn report_health(
         let ok = status.assigned.load(Ordering::Acquire) && store.ping().await.is_ok();
         if serving != Some(ok) {
             if ok {
-                health.set_serving::<PartnerScoreServiceServer<ScoreApi<RedisStore>>>().await;
+                health.set_serving::<PartnerScoreServiceServer<ScoreApi<S>>>().await;
                 health.set_service_status("", tonic_health::ServingStatus::Serving).await;
             } else {
-                health.set_not_serving::<PartnerScoreServiceServer<ScoreApi<RedisStore>>>().await;
+                health.set_not_serving::<PartnerScoreServiceServer<ScoreApi<S>>>().await;
                 health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             }
             tracing::info!(serving = ok, "health changed");

@@ -58,7 +58,7 @@ async fn golden_vector(broker_bootstrap: String, redis_url: String, name: String
     let mut cfg = config(&broker, &Redis::external(&redis_url), &topic_name, as_of);
     cfg.events_partitions = 3;
     let service = Service::start(cfg).await;
-    produce_lines(&service.config.kafka_brokers, &service.config.events_topic, &text).await;
+    produce_lines(service.config.kafka_brokers.as_deref().unwrap(), &service.config.events_topic, &text).await;
 
     let reports: BTreeMap<String, Value> = expected["reports"]
         .as_array()
@@ -77,7 +77,7 @@ async fn golden_vector(broker_bootstrap: String, redis_url: String, name: String
         .map(|n| lines[n.as_u64().unwrap() as usize - 1].trim_end_matches('\r').to_owned())
         .collect();
     let dlq = service.config.dlq_topic();
-    let bootstrap = service.config.kafka_brokers.clone();
+    let bootstrap = service.config.kafka_brokers.clone().unwrap();
     let want = rejected.len();
     let letters =
         tokio::task::spawn_blocking(move || read_topic(&bootstrap, &dlq, want, Duration::from_secs(30))).await.unwrap();

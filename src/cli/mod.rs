@@ -1,10 +1,12 @@
 //! The command line: one file per subcommand. Errors are printed once, here.
 
+mod demo_data;
 mod get;
 mod list;
 mod produce;
 mod score;
 mod serve;
+mod watch;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -37,6 +39,10 @@ enum Command {
     List(list::Args),
     /// Send a JSON Lines event file to Kafka, each line as one message keyed by partner_id.
     Produce(produce::Args),
+    /// Follow score changes live (WatchScores), one JSON line per change.
+    Watch(watch::Args),
+    /// Print the demo dataset that `serve --demo` loads (JSON Lines).
+    DemoData(demo_data::Args),
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the default level.
@@ -63,6 +69,8 @@ pub fn main() -> ExitCode {
         Command::Get(args) => runtime().and_then(|rt| rt.block_on(get::run(args))),
         Command::List(args) => runtime().and_then(|rt| rt.block_on(list::run(args))),
         Command::Produce(args) => runtime().and_then(|rt| rt.block_on(produce::run(args))),
+        Command::Watch(args) => runtime().and_then(|rt| rt.block_on(watch::run(args))),
+        Command::DemoData(args) => demo_data::run(args),
     };
     match result {
         Ok(code) => code,

@@ -4,7 +4,7 @@
 
 use crate::kafka;
 use anyhow::Context;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +14,7 @@ pub struct Args {
     /// JSON Lines event file (`-` reads standard input).
     #[arg(long, value_name = "FILE")]
     file: PathBuf,
-    /// Kafka bootstrap servers.
+    /// Kafka bootstrap servers (the playground prints its address at start-up).
     #[arg(long, env = "PCS_KAFKA_BROKERS", default_value = "127.0.0.1:9092", value_name = "HOSTS")]
     kafka_brokers: String,
     /// Topic to send to.
@@ -31,28 +31,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ))
     };
     let producer: FutureProducer = kafka::producer_config(&args.kafka_brokers).create()?;
-    let mut deliveries = Vec::new();
-    for line in reader.split(b'\n') {
-        let mut line = line.with_context(|| format!("cannot read {}", args.file.display()))?;
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let key = serde_json::from_slice::<serde_json::Value>(&line)
-            .ok()
-            .and_then(|v| v.get("partner_id").and_then(|p| p.as_str()).map(str::to_owned));
-        let mut record = FutureRecord::to(&args.topic).payload(&line);
-        if let Some(key) = &key {
-            record = record.key(key);
-        }
-        deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
-    }
-    let sent = deliveries.len();
-    for delivery in deliveries {
-        delivery.await?.map_err(|(e, _)| e).context("delivery failed")?;
-    }
+    let lines = reader
+        .split(b'\n')
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let sent = kafka::send_lines(&producer, &args.topic, lines).await?;
     eprintln!("pcs: sent {sent} events to {}", args.topic);
     Ok(ExitCode::SUCCESS)
 }

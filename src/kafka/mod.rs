@@ -1,8 +1,10 @@
 //! Kafka clients as pcs sets them up, with the reason for each setting beside it, and the
 //! creation of pcs's topics.
 
+mod lines;
 pub mod topics;
 
+pub use lines::send_lines;
 pub use topics::ensure_topics;
 
 use rdkafka::ClientConfig;
@@ -13,6 +15,8 @@ pub enum KafkaError {
     Client(rdkafka::error::KafkaError),
     #[error("cannot create topic {topic}: {message}")]
     CreateTopic { topic: String, message: String },
+    #[error("cannot produce to {topic}: {source}")]
+    Produce { topic: String, source: rdkafka::error::KafkaError },
     #[error("Kafka metadata for {topic}: {source}")]
     Metadata { topic: String, source: rdkafka::error::KafkaError },
 }

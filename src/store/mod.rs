@@ -7,8 +7,10 @@
 //! written by one Lua script: the effect of a batch and the offsets that record it become
 //! durable together, or not at all.
 
+mod memory;
 mod redis;
 
+pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
 use crate::engine::{PartnerState, StateError};

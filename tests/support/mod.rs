@@ -9,7 +9,7 @@ use pcs::proto::partner_score_service_client::PartnerScoreServiceClient;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -182,8 +182,9 @@ impl Drop for Broker {
 /// A configuration for one test's service: its own topics, group and Redis prefix.
 pub fn config(broker: &Broker, redis: &impl RedisUrl, name: &str, now: &str) -> ServeConfig {
     ServeConfig {
-        kafka_brokers: broker.bootstrap.clone(),
-        redis_url: redis.redis_url(),
+        kafka_brokers: Some(broker.bootstrap.clone()),
+        redis_url: Some(redis.redis_url()),
+        demo: false,
         redis_prefix: format!("t-{name}"),
         redis_timeout_ms: 1000,
         events_topic: format!("{name}.events"),
@@ -278,26 +279,8 @@ impl Drop for Service {
 /// returns once every message is acknowledged.
 pub async fn produce_lines(bootstrap: &str, topic: &str, text: &str) -> usize {
     let producer: FutureProducer = pcs::kafka::producer_config(bootstrap).create().unwrap();
-    let mut deliveries = Vec::new();
-    for line in text.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim().is_empty() {
-            continue;
-        }
-        let key = serde_json::from_str::<serde_json::Value>(line)
-            .ok()
-            .and_then(|v| v.get("partner_id").and_then(|p| p.as_str()).map(str::to_owned));
-        let mut record = FutureRecord::to(topic).payload(line);
-        if let Some(key) = &key {
-            record = record.key(key);
-        }
-        deliveries.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
-    }
-    let sent = deliveries.len();
-    for delivery in deliveries {
-        delivery.await.unwrap().map_err(|(e, _)| e).unwrap();
-    }
-    sent
+    let lines: Vec<Vec<u8>> = text.split('\n').map(|l| l.as_bytes().to_vec()).collect();
+    pcs::kafka::send_lines(&producer, topic, lines).await.unwrap()
 }
 
 /// A dead letter as read back: payload and headers.

@@ -1,11 +1,12 @@
-//! The Redis store and the exactly-once apply logic against a real redis-server.
+//! The store contract, run against the Redis store (a real redis-server) and the in-memory
+//! store of the playground, and the exactly-once apply logic on top of each.
 
 mod support;
 
 use pcs::events::decode_json;
 use pcs::ingest::{Applier, DeadLetter, DeadLetterSink, IngestError, RawMessage, Received};
 use pcs::rules::RuleBook;
-use pcs::store::{PartnerWrite, RedisStore, SourcePartition, StateStore, WriteOutcome};
+use pcs::store::{MemoryStore, PartnerWrite, RedisStore, SourcePartition, StateStore, WriteOutcome};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::Redis;
@@ -16,6 +17,34 @@ fn day(s: &str) -> chrono::NaiveDate {
 
 fn store(redis: &Redis, prefix: &str) -> RedisStore {
     RedisStore::connect(&redis.url(), prefix, Duration::from_secs(2)).unwrap()
+}
+
+/// Runs one contract check against both stores.
+macro_rules! contract {
+    ($check:ident) => {
+        mod $check {
+            #[tokio::test]
+            async fn redis() {
+                let redis = super::Redis::start();
+                super::$check(super::store(&redis, "c")).await;
+            }
+
+            #[tokio::test]
+            async fn memory() {
+                super::$check(super::MemoryStore::default()).await;
+            }
+        }
+    };
+}
+
+contract!(writes_are_conditional_on_the_version);
+contract!(listing_and_the_due_index);
+contract!(a_replayed_batch_changes_nothing);
+contract!(concurrent_writers_of_one_partner_both_count);
+contract!(rollover_reevaluates_due_partners);
+
+fn applier<S: StateStore>(store: S) -> Applier<S> {
+    Applier { store, rules: Arc::new(RuleBook::embedded()), history_days: 400, dedup_window_days: 7 }
 }
 
 /// Collects dead letters in memory (the Kafka side is tested in the pipeline tests).
@@ -58,10 +87,7 @@ fn write(partner: &str, expected_version: u64, next: Option<&str>) -> PartnerWri
     }
 }
 
-#[tokio::test]
-async fn writes_are_conditional_on_the_version() {
-    let redis = Redis::start();
-    let store = store(&redis, "v");
+async fn writes_are_conditional_on_the_version(store: impl StateStore) {
     store.ping().await.unwrap();
     assert_eq!(store.write(&[write("A", 0, None)]).await.unwrap(), vec![WriteOutcome::Written { version: 1 }]);
     assert_eq!(store.write(&[write("A", 0, None)]).await.unwrap(), vec![WriteOutcome::Conflict]);
@@ -96,10 +122,7 @@ async fn keys_share_the_partners_hash_tag() {
     assert_eq!(partner_keys, vec!["tag:{P.1:x}"], "one hash per partner, hash-tagged: {keys:?}");
 }
 
-#[tokio::test]
-async fn listing_and_the_due_index() {
-    let redis = Redis::start();
-    let store = store(&redis, "idx");
+async fn listing_and_the_due_index(store: impl StateStore) {
     for (p, next) in [("B", "2024-08-01"), ("A", "2024-07-20"), ("C", "2024-09-01")] {
         store.write(&[write(p, 0, Some(next))]).await.unwrap();
     }
@@ -114,15 +137,8 @@ async fn listing_and_the_due_index() {
     assert_eq!(store.due(day("2024-08-31"), 10).await.unwrap(), vec!["C"]);
 }
 
-#[tokio::test]
-async fn a_replayed_batch_changes_nothing() {
-    let redis = Redis::start();
-    let applier = Applier {
-        store: store(&redis, "replay"),
-        rules: Arc::new(RuleBook::embedded()),
-        history_days: 400,
-        dedup_window_days: 7,
-    };
+async fn a_replayed_batch_changes_nothing(store: impl StateStore) {
+    let applier = applier(store);
     let letters = Letters::default();
     let batch = vec![received(0, 10, &acr("a", "C1", 700)), received(0, 11, &acr("b", "C2", 100))];
     let today = day("2024-07-10");
@@ -144,22 +160,19 @@ async fn a_replayed_batch_changes_nothing() {
     assert_eq!(score.ttm_acr_micros, 800_000_000);
 }
 
-#[tokio::test]
-async fn concurrent_writers_of_one_partner_both_count() {
-    let redis = Redis::start();
-    let make = || Applier {
-        store: store(&redis, "race"),
-        rules: Arc::new(RuleBook::embedded()),
-        history_days: 400,
-        dedup_window_days: 7,
-    };
-    let (a, b) = (make(), make());
+async fn concurrent_writers_of_one_partner_both_count<S: StateStore>(store: S) {
+    let (a, b) = (applier(store.clone()), applier(store));
     let letters = Letters::default();
     let today = day("2024-07-10");
     // Two instances, two partitions, one partner (an unkeyed producer): 50 events each.
     let left: Vec<Received> = (0..50).map(|i| received(0, i, &acr(&format!("l{i}"), "C1", 1))).collect();
     let right: Vec<Received> = (0..50).map(|i| received(1, i, &acr(&format!("r{i}"), "C2", 1))).collect();
-    async fn run(applier: &Applier<RedisStore>, events: Vec<Received>, letters: &Letters, today: chrono::NaiveDate) {
+    async fn run<S: StateStore>(
+        applier: &Applier<S>,
+        events: Vec<Received>,
+        letters: &Letters,
+        today: chrono::NaiveDate,
+    ) {
         for e in events {
             applier.apply(today, std::slice::from_ref(&e), letters).await.unwrap();
         }
@@ -169,15 +182,8 @@ async fn concurrent_writers_of_one_partner_both_count() {
     assert_eq!(pcs::engine::evaluate("P1", &state, today, &a.rules).ttm_acr_micros, 100_000_000);
 }
 
-#[tokio::test]
-async fn rollover_reevaluates_due_partners() {
-    let redis = Redis::start();
-    let applier = Applier {
-        store: store(&redis, "roll"),
-        rules: Arc::new(RuleBook::embedded()),
-        history_days: 400,
-        dedup_window_days: 7,
-    };
+async fn rollover_reevaluates_due_partners(store: impl StateStore) {
+    let applier = applier(store);
     let letters = Letters::default();
     let deployment = r#"{"type":"deployment","event_id":"d","partner_id":"P1","deployment_id":"x","customer_id":"C","solution_area":"DATA_AI","service":"AKS","attribution":"PAL","deployed_on":"2023-07-20"}"#;
     applier.apply(day("2024-07-10"), &[received(0, 0, deployment)], &letters).await.unwrap();
