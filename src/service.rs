@@ -86,6 +86,8 @@ pub async fn serve(mut config: ServeConfig, shutdown: broadcast::Sender<()>) -> 
                 playground.bootstrap,
                 config.events_topic
             );
+            // A plain line a newcomer can paste into another shell for `pcs produce`.
+            eprintln!("\n    playground broker: export PCS_KAFKA_BROKERS={}\n", playground.bootstrap);
             (playground.bootstrap.clone(), Some(playground))
         }
     };

@@ -5,6 +5,7 @@ use crate::engine::PartnerScore;
 use crate::proto::{self, partner_score_service_client::PartnerScoreServiceClient};
 use anyhow::Context;
 use chrono::NaiveDate;
+use std::io::Write;
 use std::process::ExitCode;
 use tonic::Code;
 
@@ -32,7 +33,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         match client.get_score(request).await {
             Ok(response) => {
                 let score = response.into_inner().score.context("the service sent an empty score")?;
-                println!("{}", serde_json::to_string(&PartnerScore::try_from(&score)?)?);
+                writeln!(std::io::stdout().lock(), "{}", serde_json::to_string(&PartnerScore::try_from(&score)?)?)?;
             }
             Err(status) if status.code() == Code::NotFound => {
                 eprintln!("pcs: {}", status.message());

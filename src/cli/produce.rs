@@ -36,6 +36,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let sent = kafka::send_lines(&producer, &args.topic, lines).await?;
-    eprintln!("pcs: sent {sent} events to {}", args.topic);
+    eprintln!("pcs: sent {sent} event{} to {}", if sent == 1 { "" } else { "s" }, args.topic);
     Ok(ExitCode::SUCCESS)
 }

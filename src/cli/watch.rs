@@ -3,6 +3,7 @@
 use crate::engine::PartnerScore;
 use crate::proto::{self, partner_score_service_client::PartnerScoreServiceClient};
 use anyhow::Context;
+use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -42,7 +43,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "cursor": change.cursor,
                     "score": PartnerScore::try_from(&score)?,
                 });
-                println!("{line}");
+                writeln!(std::io::stdout().lock(), "{line}")?;
                 seen += 1;
             }
             Ok(None) => break,
