@@ -17,6 +17,11 @@ pub struct ServeConfig {
     /// Kafka bootstrap servers (host:port,...). Absent: the playground, an in-process broker.
     #[arg(long, env = "PCS_KAFKA_BROKERS", value_name = "HOSTS")]
     pub kafka_brokers: Option<String>,
+    /// A librdkafka setting for every Kafka client, `key=value` (repeatable): SASL, TLS,
+    /// timeouts. Values of keys that look secret are redacted in logs.
+    #[arg(long = "kafka-config", env = "PCS_KAFKA_CONFIG", value_delimiter = ',', value_name = "KEY=VALUE")]
+    #[serde(serialize_with = "redacted_settings")]
+    pub kafka_config: Vec<String>,
     /// Redis URL (redis://[user:password@]host:port[/db]). Absent: in-memory state, lost on
     /// restart.
     #[arg(long, env = "PCS_REDIS_URL", value_name = "URL")]
@@ -78,10 +83,32 @@ pub struct ServeConfig {
     /// count are kept as long as they count): a redelivery within it is recognised.
     #[arg(long, env = "PCS_DEDUP_WINDOW_DAYS", default_value_t = 7)]
     pub dedup_window_days: u32,
+    /// Most WatchScores streams open at once on this instance; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PCS_MAX_WATCHERS", default_value_t = 256)]
+    pub max_watchers: usize,
     /// Score changes buffered per watch stream before it is closed as lagging (with a cursor
     /// to resume from).
     #[arg(long, env = "PCS_WATCH_BUFFER", default_value_t = 1024)]
     pub watch_buffer: usize,
+}
+
+/// Whether a setting's value must not be shown (passwords, secrets, keys, tokens).
+fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token", "key", "credential"].iter().any(|s| key.contains(s))
+}
+
+fn redact(setting: &str) -> String {
+    match setting.split_once('=') {
+        Some((k, _)) if is_secret(k) => format!("{k}=***"),
+        Some(_) => setting.to_owned(),
+        None => "***".to_owned(),
+    }
+}
+
+fn redacted_settings<S: serde::Serializer>(settings: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(settings.iter().map(|kv| redact(kv)))
 }
 
 pub(crate) fn date_arg(text: &str) -> Result<NaiveDate, String> {
@@ -94,6 +121,7 @@ impl ServeConfig {
         if self.kafka_brokers.as_ref().is_some_and(|b| b.trim().is_empty()) {
             return fail("--kafka-brokers is empty".into());
         }
+        self.kafka_overrides()?;
         for (flag, topic) in [
             ("--events-topic", &self.events_topic),
             ("--scores-topic", &self.scores_topic),
@@ -130,6 +158,9 @@ impl ServeConfig {
         if self.history_days < 1 {
             return fail("--history-days must be at least 1".into());
         }
+        if self.max_watchers < 1 {
+            return fail("--max-watchers must be at least 1".into());
+        }
         if self.watch_buffer < 1 {
             return fail("--watch-buffer must be at least 1".into());
         }
@@ -137,6 +168,17 @@ impl ServeConfig {
             return fail("--redis-prefix must be non-empty and free of { }".into());
         }
         Ok(())
+    }
+
+    /// `--kafka-config` as (key, value) pairs.
+    pub fn kafka_overrides(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        self.kafka_config
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+                _ => Err(ConfigError(format!("--kafka-config {:?} is not key=value", redact(kv)))),
+            })
+            .collect()
     }
 
     pub fn dlq_topic(&self) -> String {
@@ -149,5 +191,18 @@ impl ServeConfig {
 
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted() {
+        assert_eq!(redact("sasl.password=hunter2"), "sasl.password=***");
+        assert_eq!(redact("ssl.key.pem=abc"), "ssl.key.pem=***");
+        assert_eq!(redact("session.timeout.ms=6000"), "session.timeout.ms=6000");
+        assert_eq!(redact("garbage"), "***");
     }
 }

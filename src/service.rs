@@ -2,14 +2,14 @@
 //! shuts them down in order (mini-redis style: one broadcast says "stop", each task ends
 //! its own work, the caller waits for all of them).
 
-use crate::api::ScoreApi;
+use crate::api::{MAX_REQUEST_BYTES, ScoreApi};
 use crate::calendar::parse_date;
 use crate::clock::Clock;
 use crate::config::{ConfigError, ServeConfig};
 use crate::demo::{BUNDLED, DEMO_AS_OF};
 use crate::feed::{ScorePublisher, WatchHub};
 use crate::ingest::{Applier, DeadLetterTopic, Ingest, IngestContext, IngestStatus, run_rollover};
-use crate::kafka::{self, KafkaError, ensure_topics, topics::TopicSpec};
+use crate::kafka::{self, Cluster, KafkaError, ensure_topics, topics::TopicSpec};
 use crate::playground::Playground;
 use crate::proto::{self, partner_score_service_server::PartnerScoreServiceServer};
 use crate::rules::{RuleBook, RulesError};
@@ -55,8 +55,9 @@ pub async fn serve(mut config: ServeConfig, shutdown: broadcast::Sender<()>) -> 
     tracing::info!(config = %serde_json::to_string(&config).unwrap_or_default(), "starting pcs serve");
 
     let dlq_topic = config.dlq_topic();
-    let (brokers, playground) = match &config.kafka_brokers {
+    let (cluster, playground) = match &config.kafka_brokers {
         Some(brokers) => {
+            let cluster = Cluster { bootstrap: brokers.clone(), overrides: config.kafka_overrides()? };
             let topics = [
                 TopicSpec { name: &config.events_topic, partitions: config.events_partitions, compacted: false },
                 TopicSpec { name: &dlq_topic, partitions: config.dlq_partitions, compacted: false },
@@ -64,7 +65,7 @@ pub async fn serve(mut config: ServeConfig, shutdown: broadcast::Sender<()>) -> 
             ];
             let mut attempt = 0;
             let mut stop_waiting = shutdown.subscribe();
-            while let Err(e) = ensure_topics(brokers, config.replication_factor, &topics).await {
+            while let Err(e) = ensure_topics(&cluster, config.replication_factor, &topics).await {
                 attempt += 1;
                 tracing::warn!(error = %e, attempt, "cannot create topics yet; retrying");
                 tokio::select! {
@@ -72,7 +73,7 @@ pub async fn serve(mut config: ServeConfig, shutdown: broadcast::Sender<()>) -> 
                     _ = stop_waiting.recv() => return Ok(()),
                 }
             }
-            (brokers.clone(), None)
+            (cluster, None)
         }
         None => {
             let playground = Playground::start(vec![
@@ -88,14 +89,15 @@ pub async fn serve(mut config: ServeConfig, shutdown: broadcast::Sender<()>) -> 
             );
             // A plain line a newcomer can paste into another shell for `pcs produce`.
             eprintln!("\n    playground broker: export PCS_KAFKA_BROKERS={}\n", playground.bootstrap);
-            (playground.bootstrap.clone(), Some(playground))
+            let cluster = Cluster { bootstrap: playground.bootstrap.clone(), overrides: config.kafka_overrides()? };
+            (cluster, Some(playground))
         }
     };
     let result = match config.redis_url.clone() {
         Some(url) => {
             run(
                 &config,
-                &brokers,
+                &cluster,
                 RedisStore::connect(&url, &config.redis_prefix, config.redis_timeout())?,
                 rules,
                 shutdown,
@@ -104,7 +106,7 @@ pub async fn serve(mut config: ServeConfig, shutdown: broadcast::Sender<()>) -> 
         }
         None => {
             tracing::warn!("PLAYGROUND: no --redis-url, so state is kept in memory: NOTHING SURVIVES A RESTART");
-            run(&config, &brokers, MemoryStore::default(), rules, shutdown).await
+            run(&config, &cluster, MemoryStore::default(), rules, shutdown).await
         }
     };
     drop(playground);
@@ -113,21 +115,22 @@ pub async fn serve(mut config: ServeConfig, shutdown: broadcast::Sender<()>) -> 
 
 async fn run<S: StateStore>(
     config: &ServeConfig,
-    brokers: &str,
+    cluster: &Cluster,
     store: S,
     rules: Arc<RuleBook>,
     shutdown: broadcast::Sender<()>,
 ) -> Result<(), ServiceError> {
     let clock = config.now.map_or(Clock::System, Clock::Fixed);
-    let producer: FutureProducer = kafka::producer_config(brokers).create().map_err(KafkaError::Client)?;
+    let producer: FutureProducer = cluster.producer().create().map_err(KafkaError::Client)?;
     let status = Arc::new(IngestStatus::default());
-    let consumer: StreamConsumer<IngestContext> = kafka::event_consumer_config(brokers, &config.group_id)
+    let consumer: StreamConsumer<IngestContext> = cluster
+        .event_consumer(&config.group_id)
         .create_with_context(IngestContext::new(status.clone()))
         .map_err(KafkaError::Client)?;
     consumer
         .subscribe(&[&config.events_topic])
         .map_err(|source| ServiceError::Subscribe { topic: config.events_topic.clone(), source })?;
-    let hub = WatchHub::start(brokers, &config.scores_topic, config.watch_buffer, shutdown.subscribe()).await?;
+    let hub = WatchHub::start(cluster, &config.scores_topic, config.watch_buffer, shutdown.subscribe()).await?;
     let publisher = ScorePublisher { producer: producer.clone(), topic: config.scores_topic.clone() };
     if config.demo {
         let lines: Vec<Vec<u8>> = BUNDLED.lines().map(|l| l.as_bytes().to_vec()).collect();
@@ -170,6 +173,8 @@ async fn run<S: StateStore>(
         history_days: config.history_days,
         hub,
         watch_buffer: config.watch_buffer,
+        watchers: Arc::new(tokio::sync::Semaphore::new(config.max_watchers)),
+        max_watchers: config.max_watchers,
         shutdown: shutdown.clone(),
     };
     let mut stop = shutdown.subscribe();
@@ -178,7 +183,7 @@ async fn run<S: StateStore>(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(PartnerScoreServiceServer::new(api))
+        .add_service(PartnerScoreServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES))
         .serve_with_shutdown(config.listen, async move {
             let _ = stop.recv().await;
         })

@@ -354,7 +354,7 @@ async fn protobuf_events_and_watchers_on_another_instance() {
         .into_inner();
 
     // Protobuf events (content-type header) for 12 partners, spread over every partition.
-    let producer: FutureProducer = pcs::kafka::producer_config(&broker.bootstrap).create().unwrap();
+    let producer: FutureProducer = pcs::kafka::Cluster::new(&broker.bootstrap).producer().create().unwrap();
     for i in 0..12 {
         let event = proto::PartnerEvent {
             event_id: format!("pb-{i}"),
@@ -383,4 +383,46 @@ async fn protobuf_events_and_watchers_on_another_instance() {
     assert_eq!(ttm(&first, "PB11").await, Some(12_000_000));
     second.stop().await;
     first.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_are_refused_with_the_limit_named() {
+    let broker = Broker::start();
+    let redis = Redis::start();
+    let mut cfg = config(&broker, &redis, "hostile", "2024-07-10");
+    cfg.max_watchers = 2;
+    cfg.watch_buffer = 4;
+    let service = Service::start(cfg).await;
+    let mut client = service.client().await;
+    let all = || proto::WatchScoresRequest { partner_ids: Vec::new(), all: true, resume_cursor: String::new() };
+
+    // A watcher that never reads, and one more: the third is refused.
+    let mut sleeper = client.watch_scores(all()).await.unwrap().into_inner();
+    let _second = client.watch_scores(all()).await.unwrap().into_inner();
+    let refused = client.watch_scores(all()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(refused.message().contains("--max-watchers") && refused.message().contains('2'), "{}", refused.message());
+
+    // Requests over the size limit are refused before they are decoded.
+    let huge =
+        client.get_score(proto::GetScoreRequest { partner_id: "P".repeat(2 << 20), as_of: None }).await.unwrap_err();
+    assert!(matches!(huge.code(), Code::OutOfRange | Code::ResourceExhausted), "{huge:?}");
+    assert!(huge.message().contains("limit"), "{}", huge.message());
+
+    // The sleeper does not hold up ingestion: 400 partners change while it reads nothing.
+    let lines: Vec<String> = (0..400).map(|i| acr(&format!("h{i}"), &format!("H{i}"), "C1", "2024-06", 10)).collect();
+    produce_lines(&broker.bootstrap, &service.config.events_topic, &lines.join("\n")).await;
+    wait_until("every partner applied", Duration::from_secs(60), || async { ttm(&service, "H399").await.is_some() })
+        .await;
+    // It was closed for lagging, with a cursor to resume from.
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(30), sleeper.message()).await.expect("the stream ends") {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("closed without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::Aborted, "{ended:?}");
+    assert!(ended.metadata().get(pcs::api::RESUME_CURSOR).is_some(), "no resume cursor in {ended:?}");
+    service.stop().await;
 }

@@ -24,6 +24,8 @@ use tonic::{Request, Response, Status};
 
 /// Most partners one BatchGetScores may name.
 pub const MAX_BATCH: usize = 1000;
+/// Largest request message the server decodes: requests are ids and dates, far smaller.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// Most scores one ListScores page may hold.
 pub const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
@@ -35,6 +37,9 @@ pub struct ScoreApi<S> {
     pub history_days: u32,
     pub hub: Arc<WatchHub>,
     pub watch_buffer: usize,
+    /// One permit per open watch stream: the cap on concurrent streams.
+    pub watchers: Arc<tokio::sync::Semaphore>,
+    pub max_watchers: usize,
     pub shutdown: broadcast::Sender<()>,
 }
 
@@ -188,6 +193,12 @@ impl<S: StateStore> ScoreApi<S> {
                 Some(request.partner_ids.into_iter().collect())
             }
         };
+        let permit = Arc::clone(&self.watchers).try_acquire_owned().map_err(|_| {
+            ApiError::TooMany(format!(
+                "this instance already serves its limit of {} concurrent WatchScores streams (--max-watchers)",
+                self.max_watchers
+            ))
+        })?;
         let (tx, rx) = mpsc::channel::<Result<proto::ScoreChanged, Status>>(16);
         let to_change = move |item: &WatchItem| -> Option<Result<proto::ScoreChanged, Status>> {
             if wanted.as_ref().is_some_and(|w| !w.contains(&item.partner_id)) {
@@ -204,6 +215,7 @@ impl<S: StateStore> ScoreApi<S> {
             let mut shutdown = self.shutdown.subscribe();
             let buffer = self.watch_buffer;
             tokio::spawn(async move {
+                let _permit = permit;
                 let mut last = Cursor::default();
                 loop {
                     let received = tokio::select! {
@@ -236,6 +248,7 @@ impl<S: StateStore> ScoreApi<S> {
             let cursor = Cursor::parse(&request.resume_cursor).map_err(|m| invalid("resume_cursor", m))?;
             let mut feed = self.hub.resume(cursor, self.shutdown.subscribe()).await?;
             tokio::spawn(async move {
+                let _permit = permit;
                 while let Some(item) = feed.recv().await {
                     if let Some(change) = to_change(&item)
                         && tx.send(change).await.is_err()

@@ -8,7 +8,7 @@
 //! own that starts at the cursor and is paced by the client (backpressure, no buffer growth).
 
 use crate::feed::VERSION_HEADER;
-use crate::kafka::{self, KafkaError};
+use crate::kafka::{Cluster, KafkaError};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -56,7 +56,7 @@ pub struct WatchItem {
 
 pub struct WatchHub {
     live: broadcast::Sender<Arc<WatchItem>>,
-    brokers: String,
+    cluster: Cluster,
     topic: String,
     buffer: usize,
     readers: AtomicU64,
@@ -65,7 +65,7 @@ pub struct WatchHub {
 impl WatchHub {
     /// Starts the shared reader at the current end of the scores topic.
     pub async fn start(
-        brokers: &str,
+        cluster: &Cluster,
         topic: &str,
         buffer: usize,
         shutdown: broadcast::Receiver<()>,
@@ -73,7 +73,7 @@ impl WatchHub {
         let (live, _) = broadcast::channel(buffer);
         let hub = Arc::new(WatchHub {
             live: live.clone(),
-            brokers: brokers.to_owned(),
+            cluster: cluster.clone(),
             topic: topic.to_owned(),
             buffer,
             readers: AtomicU64::new(0),
@@ -117,8 +117,7 @@ impl WatchHub {
     async fn reader(&self, from: Option<Cursor>) -> Result<TopicReader, KafkaError> {
         let n = self.readers.fetch_add(1, Ordering::Relaxed);
         let name = format!("pcs-watch-{}-{n}", std::process::id());
-        let consumer: StreamConsumer =
-            kafka::reader_config(&self.brokers, &name).create().map_err(KafkaError::Client)?;
+        let consumer: StreamConsumer = self.cluster.reader(&name).create().map_err(KafkaError::Client)?;
         let mut reader =
             TopicReader { consumer: Arc::new(consumer), topic: self.topic.clone(), positions: Cursor::default() };
         reader.assign(from).await?;

@@ -85,3 +85,35 @@ pub fn decode(raw: &RawMessage) -> Result<Event, String> {
         decode_json(&raw.payload).map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(payload: Vec<u8>, headers: Vec<(String, Vec<u8>)>) -> RawMessage {
+        RawMessage {
+            source: SourcePartition { topic: "t".into(), partition: 0 },
+            offset: 1,
+            key: None,
+            payload,
+            headers,
+        }
+    }
+
+    #[test]
+    fn oversized_and_undecodable_messages_have_reasons() {
+        let big = raw(vec![b' '; MAX_EVENT_BYTES + 1], Vec::new());
+        assert!(decode(&big).unwrap_err().contains("exceeds the 1048576-byte limit"));
+        let garbage = raw(vec![0xff, 0x00, 0x13], vec![(CONTENT_TYPE.into(), PROTOBUF.to_vec())]);
+        assert!(decode(&garbage).unwrap_err().starts_with("not a valid protobuf PartnerEvent"));
+        assert!(decode(&raw(vec![0xff, 0xfe], Vec::new())).unwrap_err().contains("UTF-8"));
+    }
+
+    #[test]
+    fn dead_letters_carry_the_source() {
+        let letter = DeadLetter::of(&raw(b"x".to_vec(), vec![("trace".into(), b"1".to_vec())]), "bad".into());
+        let headers = letter.headers();
+        let names: Vec<&str> = (0..headers.count()).map(|i| headers.get(i).key).collect();
+        assert_eq!(names, ["trace", "pcs-error", "pcs-source-topic", "pcs-source-partition", "pcs-source-offset"]);
+    }
+}

@@ -21,6 +21,47 @@ pub enum KafkaError {
     Metadata { topic: String, source: rdkafka::error::KafkaError },
 }
 
+/// Where the brokers are, and settings the operator passes through to every client
+/// (`--kafka-config key=value`: SASL, TLS, timeouts). Those are applied last, so they win.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub bootstrap: String,
+    pub overrides: Vec<(String, String)>,
+}
+
+impl Cluster {
+    pub fn new(bootstrap: &str) -> Cluster {
+        Cluster { bootstrap: bootstrap.to_owned(), overrides: Vec::new() }
+    }
+
+    fn finish(&self, mut config: ClientConfig) -> ClientConfig {
+        for (key, value) in &self.overrides {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// The consumer of partner events.
+    pub fn event_consumer(&self, group_id: &str) -> ClientConfig {
+        self.finish(event_consumer_config(&self.bootstrap, group_id))
+    }
+
+    /// The producer of scores and dead letters.
+    pub fn producer(&self) -> ClientConfig {
+        self.finish(producer_config(&self.bootstrap))
+    }
+
+    /// A reader by explicit assignment.
+    pub fn reader(&self, name: &str) -> ClientConfig {
+        self.finish(reader_config(&self.bootstrap, name))
+    }
+
+    /// The admin client that creates topics.
+    pub fn admin(&self) -> ClientConfig {
+        self.finish(base(&self.bootstrap))
+    }
+}
+
 /// Settings every pcs client shares.
 fn base(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -35,7 +76,7 @@ fn base(brokers: &str) -> ClientConfig {
 }
 
 /// The consumer of partner events, in the service's consumer group.
-pub fn event_consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
+fn event_consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
     let mut config = base(brokers);
     config
         .set("group.id", group_id)
@@ -71,7 +112,7 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
 
 /// A consumer that reads a topic by explicit assignment (no group management): the score
 /// feed behind WatchScores. Its group id is never used to commit.
-pub fn reader_config(brokers: &str, name: &str) -> ClientConfig {
+fn reader_config(brokers: &str, name: &str) -> ClientConfig {
     let mut config = base(brokers);
     config
         .set("group.id", name)

@@ -1,6 +1,6 @@
 //! Creates the events, dead-letter and scores topics when they are missing.
 
-use super::KafkaError;
+use super::{Cluster, KafkaError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
@@ -14,8 +14,8 @@ pub struct TopicSpec<'a> {
     pub compacted: bool,
 }
 
-pub async fn ensure_topics(brokers: &str, replication: i32, topics: &[TopicSpec<'_>]) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = super::base(brokers).create().map_err(KafkaError::Client)?;
+pub async fn ensure_topics(cluster: &Cluster, replication: i32, topics: &[TopicSpec<'_>]) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = cluster.admin().create().map_err(KafkaError::Client)?;
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|t| {

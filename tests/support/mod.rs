@@ -43,6 +43,7 @@ pub struct Redis {
     pub port: u16,
     child: Child,
     dir: PathBuf,
+    extra: Vec<String>,
 }
 
 impl Redis {
@@ -55,18 +56,30 @@ impl Redis {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("pcs-test-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let child = Redis::spawn(port, &dir, &extra);
+        let redis = Redis { port, child, dir, extra };
+        redis.wait_ready();
+        redis
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path, extra: &[String]) -> Child {
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--dir"])
-            .arg(&dir)
+            .arg(dir)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/test installs it)");
         wait_for_port(port, "redis-server", &mut child);
-        let redis = Redis { port, child, dir };
-        redis.wait_ready();
-        redis
+        child
+    }
+
+    /// Starts the server again on the same port and data directory (after `kill`).
+    pub fn restart(&mut self) {
+        self.child = Redis::spawn(self.port, &self.dir, &self.extra);
+        self.wait_ready();
     }
 
     fn wait_ready(&self) {
@@ -183,6 +196,7 @@ impl Drop for Broker {
 pub fn config(broker: &Broker, redis: &impl RedisUrl, name: &str, now: &str) -> ServeConfig {
     ServeConfig {
         kafka_brokers: Some(broker.bootstrap.clone()),
+        kafka_config: vec!["session.timeout.ms=6000".into()],
         redis_url: Some(redis.redis_url()),
         demo: false,
         redis_prefix: format!("t-{name}"),
@@ -203,6 +217,7 @@ pub fn config(broker: &Broker, redis: &impl RedisUrl, name: &str, now: &str) -> 
         history_days: 400,
         dedup_window_days: 7,
         watch_buffer: 1024,
+        max_watchers: 256,
     }
 }
 
@@ -278,7 +293,7 @@ impl Drop for Service {
 /// Sends each non-blank line as a message keyed by its partner_id, as `pcs produce` does;
 /// returns once every message is acknowledged.
 pub async fn produce_lines(bootstrap: &str, topic: &str, text: &str) -> usize {
-    let producer: FutureProducer = pcs::kafka::producer_config(bootstrap).create().unwrap();
+    let producer: FutureProducer = pcs::kafka::Cluster::new(bootstrap).producer().create().unwrap();
     let lines: Vec<Vec<u8>> = text.split('\n').map(|l| l.as_bytes().to_vec()).collect();
     pcs::kafka::send_lines(&producer, topic, lines).await.unwrap()
 }

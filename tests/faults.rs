@@ -1,0 +1,295 @@
+//! Faults production brings, each against a real redis-server and a real broker: crashes at
+//! random moments, a Redis outage, an instance dying in a consumer group, SIGTERM under load,
+//! hostile watchers. Every one ends with the exact scores `pcs score` computes.
+//!
+//! `PCS_CRASH_KILLS` sets the number of SIGKILLs in `crash_anywhere` (default 3;
+//! `scripts/crash-soak` runs 30).
+
+mod support;
+
+use pcs::proto::{self, partner_score_service_client::PartnerScoreServiceClient};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{Broker, Redis, free_port, produce_lines, spec_keys};
+use tonic::Code;
+
+const PARTNERS: usize = 150;
+
+/// 12k events over 150 partners (ACR, certifications, deployments) and the reports the
+/// library computes for them.
+fn workload() -> (String, BTreeMap<String, Value>) {
+    let mut lines = Vec::new();
+    for i in 0..12_000usize {
+        let partner = format!("F{}", i % PARTNERS);
+        match i % 10 {
+            0 => lines.push(format!(
+                r#"{{"type":"certification","event_id":"c{i}","partner_id":"{partner}","individual_id":"u{}","certification":"{}","earned_on":"2023-0{}-01"}}"#,
+                i % 13,
+                ["AZURE_ADMINISTRATOR_ASSOCIATE", "AZURE_SOLUTIONS_ARCHITECT_EXPERT", "AZURE_NETWORK_ENGINEER_ASSOCIATE", "AZURE_DEVELOPER_ASSOCIATE"][i % 4],
+                i % 9 + 1
+            )),
+            1 => lines.push(format!(
+                r#"{{"type":"deployment","event_id":"d{i}","partner_id":"{partner}","deployment_id":"dep{}","customer_id":"C1","solution_area":"{}","service":"AKS","attribution":"CSP","deployed_on":"2024-0{}-15"}}"#,
+                i % 11,
+                ["DATA_AI", "DIGITAL_APP_INNOVATION", "INFRASTRUCTURE"][i % 3],
+                i % 6 + 1
+            )),
+            _ => lines.push(format!(
+                r#"{{"type":"acr","event_id":"a{i}","partner_id":"{partner}","customer_id":"C{}","customer_segment":"{}","solution_area":"{}","attribution":"PAL","month":"{}","amount_micros":"{}"}}"#,
+                i % 17,
+                ["SMB", "SMC", "ENTERPRISE"][i % 3],
+                ["DATA_AI", "DIGITAL_APP_INNOVATION", "INFRASTRUCTURE"][i % 3],
+                format!("{}-{:02}", 2023 + (i / 7) % 2, (i / 3) % 12 + 1),
+                ((i * 7919) % 1_500 + 50) * 1_000_000
+            )),
+        }
+    }
+    let mut partners = pcs::engine::Partners::default();
+    for line in &lines {
+        partners.apply(&pcs::events::decode_json(line.as_bytes()).unwrap()).unwrap();
+    }
+    let rules = pcs::rules::RuleBook::embedded();
+    let as_of = pcs::calendar::parse_date("2024-07-10").unwrap();
+    let expected = partners
+        .evaluate(as_of, &rules)
+        .map(|r| (r.partner_id.clone(), spec_keys(&serde_json::to_value(&r).unwrap())))
+        .collect();
+    (lines.join("\n"), expected)
+}
+
+/// A deterministic sequence of pauses, so a failing run can be repeated.
+struct Pauses(u64);
+
+impl Pauses {
+    fn next(&mut self, min_ms: u64, max_ms: u64) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Duration::from_millis(min_ms + self.0 % (max_ms - min_ms))
+    }
+}
+
+/// `pcs serve` as a process, killed on drop.
+struct Serve {
+    child: Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start(broker: &Broker, redis: &Redis, group: &str, batch: usize) -> Serve {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_pcs"))
+            .arg("serve")
+            .env("PCS_KAFKA_BROKERS", &broker.bootstrap)
+            .env("PCS_KAFKA_CONFIG", "session.timeout.ms=6000")
+            .env("PCS_REDIS_URL", redis.url())
+            .env("PCS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("PCS_NOW", "2024-07-10")
+            .env("PCS_EVENTS_TOPIC", format!("{group}.events"))
+            .env("PCS_SCORES_TOPIC", format!("{group}.scores"))
+            .env("PCS_GROUP_ID", group)
+            .env("PCS_BATCH_MAX_EVENTS", batch.to_string())
+            .env("PCS_REDIS_TIMEOUT_MS", "1000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Serve { child, addr: format!("http://127.0.0.1:{port}") }
+    }
+
+    async fn client(&self) -> PartnerScoreServiceClient<tonic::transport::Channel> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(c) = PartnerScoreServiceClient::connect(self.addr.clone()).await {
+                return c;
+            }
+            assert!(Instant::now() < deadline, "pcs serve never listened on {}", self.addr);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn health(&self) -> Option<bool> {
+        let channel = tonic::transport::Channel::from_shared(self.addr.clone()).unwrap().connect().await.ok()?;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let r = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.ok()?;
+        Some(r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+    }
+
+    async fn wait_health(&self, serving: bool, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.health().await != Some(serving) {
+            assert!(
+                Instant::now() < deadline,
+                "health did not become {} within {within:?}",
+                if serving { "SERVING" } else { "NOT_SERVING" }
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM; returns how long the process took to exit, and its status.
+    fn terminate(&mut self) -> (Duration, std::process::ExitStatus) {
+        let started = Instant::now();
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (started.elapsed(), status);
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "did not exit 30 s after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until every partner's score equals the expected report on the spec keys.
+async fn assert_exact(serve: &Serve, expected: &BTreeMap<String, Value>, within: Duration) {
+    let mut client = serve.client().await;
+    let ids: Vec<String> = expected.keys().cloned().collect();
+    let deadline = Instant::now() + within;
+    loop {
+        let mismatch = match client.batch_get_scores(proto::BatchGetScoresRequest { partner_ids: ids.clone() }).await {
+            Ok(r) => {
+                let got: BTreeMap<String, Value> = r
+                    .into_inner()
+                    .scores
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.partner_id.clone(),
+                            spec_keys(&serde_json::to_value(pcs::engine::PartnerScore::try_from(s).unwrap()).unwrap()),
+                        )
+                    })
+                    .collect();
+                expected
+                    .iter()
+                    .find(|(id, want)| got.get(*id) != Some(*want))
+                    .map(|(id, want)| format!("{id}: got {:?}, expected {want}", got.get(id)))
+            }
+            Err(s) => Some(s.to_string()),
+        };
+        match mismatch {
+            None => return,
+            Some(m) if Instant::now() > deadline => panic!("end state not exact after {within:?}: {m}"),
+            Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_anywhere() {
+    let kills: usize = std::env::var("PCS_CRASH_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(3);
+    let broker = Broker::start();
+    let redis = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let (text, expected) = workload();
+    // The stream arrives in chunks, one before each kill, so every kill lands while events
+    // are being applied (and some while a batch is being written).
+    let lines: Vec<&str> = text.lines().collect();
+    let chunks: Vec<String> = lines.chunks(lines.len().div_ceil(kills + 1)).map(|c| c.join("\n")).collect();
+    let mut serve = Serve::start(&broker, &redis, "crash", 200);
+    serve.wait_health(true, Duration::from_secs(60)).await;
+    let mut pauses = Pauses(0x9E37_79B9_7F4A_7C15);
+    for kill in 0..kills {
+        produce_lines(&broker.bootstrap, "crash.events", &chunks[kill.min(chunks.len() - 1)]).await;
+        tokio::time::sleep(pauses.next(50, 700)).await;
+        serve.kill();
+        eprintln!("crash_anywhere: SIGKILL {} of {kills}", kill + 1);
+        serve = Serve::start(&broker, &redis, "crash", 200);
+        serve.wait_health(true, Duration::from_secs(60)).await;
+    }
+    for chunk in chunks.iter().skip(kills) {
+        produce_lines(&broker.bootstrap, "crash.events", chunk).await;
+    }
+    assert_exact(&serve, &expected, Duration::from_secs(180)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_is_survived() {
+    let broker = Broker::start();
+    let mut redis = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let (text, expected) = workload();
+    let serve = Serve::start(&broker, &redis, "outage", 200);
+    serve.wait_health(true, Duration::from_secs(60)).await;
+    let bootstrap = broker.bootstrap.clone();
+    let producing = tokio::spawn(async move { produce_lines(&bootstrap, "outage.events", &text).await });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    redis.kill();
+    serve.wait_health(false, Duration::from_secs(10)).await;
+    let mut client = serve.client().await;
+    let started = Instant::now();
+    let status = client.get_score(proto::GetScoreRequest { partner_id: "F1".into(), as_of: None }).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "a read took {:?} while Redis was down", started.elapsed());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    redis.restart();
+    serve.wait_health(true, Duration::from_secs(30)).await;
+    producing.await.unwrap();
+    assert_exact(&serve, &expected, Duration::from_secs(120)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_dying_in_the_group_hands_over_its_partitions() {
+    let broker = Broker::start();
+    let redis = Redis::start();
+    let (text, expected) = workload();
+    let mut first = Serve::start(&broker, &redis, "group", 200);
+    first.wait_health(true, Duration::from_secs(60)).await;
+    let second = Serve::start(&broker, &redis, "group", 200);
+    second.wait_health(true, Duration::from_secs(60)).await;
+
+    // A watcher on the survivor, for every partner.
+    let mut client = second.client().await;
+    let mut watch = client
+        .watch_scores(proto::WatchScoresRequest { partner_ids: Vec::new(), all: true, resume_cursor: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    let watched = tokio::spawn(async move {
+        let mut partners = std::collections::BTreeSet::new();
+        while partners.len() < PARTNERS {
+            match tokio::time::timeout(Duration::from_secs(120), watch.message()).await {
+                Ok(Ok(Some(change))) => {
+                    partners.insert(change.score.unwrap().partner_id);
+                }
+                _ => break,
+            }
+        }
+        partners.len()
+    });
+
+    produce_lines(&broker.bootstrap, "group.events", &text).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    first.kill();
+    assert_exact(&second, &expected, Duration::from_secs(180)).await;
+    assert_eq!(watched.await.unwrap(), PARTNERS, "the watcher on the survivor saw every partner change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_promptly_and_loses_nothing() {
+    let broker = Broker::start();
+    let redis = Redis::start();
+    let (text, expected) = workload();
+    let mut serve = Serve::start(&broker, &redis, "term", 100);
+    serve.wait_health(true, Duration::from_secs(60)).await;
+    produce_lines(&broker.bootstrap, "term.events", &text).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (took, status) = serve.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(10), "took {took:?} to exit after SIGTERM");
+    let serve = Serve::start(&broker, &redis, "term", 100);
+    assert_exact(&serve, &expected, Duration::from_secs(180)).await;
+}
