@@ -46,17 +46,7 @@ fn workload() -> (String, BTreeMap<String, Value>) {
             )),
         }
     }
-    let mut partners = pcs::engine::Partners::default();
-    for line in &lines {
-        partners.apply(&pcs::events::decode_json(line.as_bytes()).unwrap()).unwrap();
-    }
-    let rules = pcs::rules::RuleBook::embedded();
-    let as_of = pcs::calendar::parse_date("2024-07-10").unwrap();
-    let expected = partners
-        .evaluate(as_of, &rules)
-        .map(|r| (r.partner_id.clone(), spec_keys(&serde_json::to_value(&r).unwrap())))
-        .collect();
-    (lines.join("\n"), expected)
+    (lines.join("\n"), support::expected_reports(&lines, "2024-07-10"))
 }
 
 /// A deterministic sequence of pauses, so a failing run can be repeated.
@@ -100,14 +90,7 @@ impl Serve {
     }
 
     async fn client(&self) -> PartnerScoreServiceClient<tonic::transport::Channel> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(c) = PartnerScoreServiceClient::connect(self.addr.clone()).await {
-                return c;
-            }
-            assert!(Instant::now() < deadline, "pcs serve never listened on {}", self.addr);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        connect(&self.addr).await
     }
 
     async fn health(&self) -> Option<bool> {
@@ -154,9 +137,21 @@ impl Drop for Serve {
     }
 }
 
-/// Waits until every partner's score equals the expected report on the spec keys.
-async fn assert_exact(serve: &Serve, expected: &BTreeMap<String, Value>, within: Duration) {
-    let mut client = serve.client().await;
+async fn connect(addr: &str) -> PartnerScoreServiceClient<tonic::transport::Channel> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(c) = PartnerScoreServiceClient::connect(addr.to_owned()).await {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "pcs serve never listened on {addr}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every partner's score, read from the service at `addr`, equals the expected
+/// report on the spec keys.
+async fn assert_exact(addr: &str, expected: &BTreeMap<String, Value>, within: Duration) {
+    let mut client = connect(addr).await;
     let ids: Vec<String> = expected.keys().cloned().collect();
     let deadline = Instant::now() + within;
     loop {
@@ -212,7 +207,7 @@ async fn crash_anywhere() {
     for chunk in chunks.iter().skip(kills) {
         produce_lines(&broker.bootstrap, "crash.events", chunk).await;
     }
-    assert_exact(&serve, &expected, Duration::from_secs(180)).await;
+    assert_exact(&serve.addr, &expected, Duration::from_secs(180)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,7 +233,7 @@ async fn redis_outage_is_survived() {
     redis.restart();
     serve.wait_health(true, Duration::from_secs(30)).await;
     producing.await.unwrap();
-    assert_exact(&serve, &expected, Duration::from_secs(120)).await;
+    assert_exact(&serve.addr, &expected, Duration::from_secs(120)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,7 +269,7 @@ async fn an_instance_dying_in_the_group_hands_over_its_partitions() {
     produce_lines(&broker.bootstrap, "group.events", &text).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     first.kill();
-    assert_exact(&second, &expected, Duration::from_secs(180)).await;
+    assert_exact(&second.addr, &expected, Duration::from_secs(180)).await;
     assert_eq!(watched.await.unwrap(), PARTNERS, "the watcher on the survivor saw every partner change");
 }
 
@@ -291,5 +286,33 @@ async fn sigterm_under_load_exits_promptly_and_loses_nothing() {
     assert!(status.success(), "exit status {status}");
     assert!(took < Duration::from_secs(10), "took {took:?} to exit after SIGTERM");
     let serve = Serve::start(&broker, &redis, "term", 100);
-    assert_exact(&serve, &expected, Duration::from_secs(180)).await;
+    assert_exact(&serve.addr, &expected, Duration::from_secs(180)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_is_survived() {
+    // librdkafka's mock cluster can take its broker down and up again (tansu keeps its
+    // data in memory, so a restarted tansu would be an empty broker).
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    for (topic, partitions) in
+        [("outage-broker.events", 3), ("outage-broker.events.dlq", 1), ("outage-broker.scores", 2)]
+    {
+        cluster.create_topic(topic, partitions, 1).unwrap();
+    }
+    let broker = Broker::external(&cluster.bootstrap_servers());
+    let redis = Redis::start();
+    let (text, expected) = workload();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first_half, second_half) = lines.split_at(lines.len() / 2);
+    let service = support::Service::start(support::config(&broker, &redis, "outage-broker", "2024-07-10")).await;
+    produce_lines(&broker.bootstrap, "outage-broker.events", &first_half.join("\n")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    cluster.broker_down(1).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster.broker_up(1).unwrap();
+
+    produce_lines(&broker.bootstrap, "outage-broker.events", &second_half.join("\n")).await;
+    assert_exact(&service.addr(), &expected, Duration::from_secs(120)).await;
+    service.stop().await;
 }

@@ -188,18 +188,7 @@ fn stream(partners: usize, events: usize) -> (String, BTreeMap<String, Value>) {
             ));
         }
     }
-    let text = lines.join("\n");
-    let mut partners_state = pcs::engine::Partners::default();
-    for line in &lines {
-        partners_state.apply(&pcs::events::decode_json(line.as_bytes()).unwrap()).unwrap();
-    }
-    let rules = pcs::rules::RuleBook::embedded();
-    let as_of = pcs::calendar::parse_date("2024-07-10").unwrap();
-    let expected = partners_state
-        .evaluate(as_of, &rules)
-        .map(|r| (r.partner_id.clone(), spec_keys(&serde_json::to_value(&r).unwrap())))
-        .collect();
-    (text, expected)
+    (lines.join("\n"), support::expected_reports(&lines, "2024-07-10"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,5 +413,45 @@ async fn hostile_clients_are_refused_with_the_limit_named() {
     };
     assert_eq!(ended.code(), Code::Aborted, "{ended:?}");
     assert!(ended.metadata().get(pcs::api::RESUME_CURSOR).is_some(), "no resume cursor in {ended:?}");
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_undecodable_messages_are_dead_lettered_and_the_rest_goes_on() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let broker = Broker::start();
+    let redis = Redis::start();
+    let service = Service::start(config(&broker, &redis, "poison", "2024-07-10")).await;
+    let mut settings = pcs::kafka::Cluster::new(&broker.bootstrap);
+    settings.overrides.push(("message.max.bytes".into(), "4000000".into()));
+    let producer: FutureProducer = settings.producer().create().unwrap();
+    let topic = service.config.events_topic.clone();
+    let big = vec![b'{'; pcs::ingest::MAX_EVENT_BYTES + 10];
+    producer
+        .send(FutureRecord::to(&topic).key("P1").payload(&big), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let junk: &[u8] = &[0xff, 0xfe, 0x00, 0x01];
+    producer
+        .send(FutureRecord::to(&topic).key("P1").payload(junk), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    produce_lines(&broker.bootstrap, &topic, &acr("ok-1", "P1", "C1", "2024-06", 5)).await;
+    wait_until("the good event", Duration::from_secs(60), || async { ttm(&service, "P1").await == Some(5_000_000) })
+        .await;
+
+    let dlq = service.config.dlq_topic();
+    let bootstrap = broker.bootstrap.clone();
+    let letters =
+        tokio::task::spawn_blocking(move || read_topic(&bootstrap, &dlq, 2, Duration::from_secs(30))).await.unwrap();
+    assert_eq!(letters.len(), 2);
+    let big_letter = letters.iter().find(|l| l.header("pcs-original-bytes").is_some()).expect("the oversized message");
+    assert!(big_letter.header("pcs-error").unwrap().contains("exceeds the 1048576-byte limit"));
+    assert_eq!(big_letter.payload.len(), pcs::ingest::MAX_DEAD_LETTER_PAYLOAD);
+    let junk_letter = letters.iter().find(|l| l.header("pcs-original-bytes").is_none()).unwrap();
+    assert_eq!(junk_letter.payload, junk);
+    assert!(junk_letter.header("pcs-error").unwrap().contains("UTF-8"));
     service.stop().await;
 }

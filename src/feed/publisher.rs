@@ -27,11 +27,7 @@ impl ScorePublisher {
             deliveries.push(self.producer.send_result(record).map_err(|(e, _)| IngestError::Produce(e))?);
         }
         for delivery in deliveries {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(IngestError::Produce(e)),
-                Err(_) => return Err(IngestError::ProducerGone),
-            }
+            crate::kafka::await_delivery(delivery).await.map_err(IngestError::Produce)?;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! The dead-letter topic: rejected messages with their original bytes and the reason.
 
 use super::{DeadLetter, IngestError};
+use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::future::Future;
 
@@ -8,6 +9,11 @@ use std::future::Future;
 pub trait DeadLetterSink: Send + Sync {
     fn send(&self, letters: Vec<DeadLetter>) -> impl Future<Output = Result<(), IngestError>> + Send;
 }
+
+/// Dead letters carry at most this much of the original payload: Kafka's default message
+/// limit is 1 MB, and a dead letter the broker refuses would stall the pipeline. A longer
+/// payload is cut, with its full size in the header `pcs-original-bytes`.
+pub const MAX_DEAD_LETTER_PAYLOAD: usize = 512 * 1024;
 
 pub struct DeadLetterTopic {
     pub producer: FutureProducer,
@@ -25,18 +31,21 @@ impl DeadLetterSink for DeadLetterTopic {
                 reason = %letter.reason,
                 "rejected event sent to the dead-letter topic"
             );
-            let mut record = FutureRecord::to(&self.topic).payload(&letter.raw.payload).headers(letter.headers());
+            let payload = &letter.raw.payload;
+            let kept = &payload[..payload.len().min(MAX_DEAD_LETTER_PAYLOAD)];
+            let mut headers = letter.headers();
+            let original_bytes = payload.len().to_string();
+            if kept.len() < payload.len() {
+                headers = headers.insert(Header { key: "pcs-original-bytes", value: Some(&original_bytes) });
+            }
+            let mut record = FutureRecord::to(&self.topic).payload(kept).headers(headers);
             if let Some(key) = &letter.raw.key {
                 record = record.key(key);
             }
             deliveries.push(self.producer.send_result(record).map_err(|(e, _)| IngestError::Produce(e))?);
         }
         for delivery in deliveries {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(IngestError::Produce(e)),
-                Err(_) => return Err(IngestError::ProducerGone),
-            }
+            crate::kafka::await_delivery(delivery).await.map_err(IngestError::Produce)?;
         }
         Ok(())
     }

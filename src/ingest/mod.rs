@@ -16,7 +16,7 @@ mod dlq;
 mod received;
 
 pub use apply::{Applier, BatchResult, ScoreUpdate};
-pub use dlq::{DeadLetterSink, DeadLetterTopic};
+pub use dlq::{DeadLetterSink, DeadLetterTopic, MAX_DEAD_LETTER_PAYLOAD};
 pub use received::{CONTENT_TYPE, DeadLetter, MAX_EVENT_BYTES, PROTOBUF, RawMessage, Received, decode, raw_message};
 
 use crate::clock::Clock;
@@ -37,8 +37,6 @@ pub enum IngestError {
     Store(#[from] StoreError),
     #[error("cannot produce to Kafka: {0}")]
     Produce(rdkafka::error::KafkaError),
-    #[error("the Kafka producer shut down")]
-    ProducerGone,
     #[error("partners written concurrently too often: {0:?}")]
     Contended(Vec<String>),
 }

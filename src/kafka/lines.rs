@@ -53,7 +53,8 @@ pub async fn send_lines(
     Ok(sent)
 }
 
-async fn await_delivery(delivery: DeliveryFuture) -> Result<(), RdKafkaError> {
+/// Waits for one delivery report; a producer that went away counts as a cancelled delivery.
+pub async fn await_delivery(delivery: DeliveryFuture) -> Result<(), RdKafkaError> {
     match delivery.await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err((e, _))) => Err(e),

@@ -4,7 +4,7 @@
 mod lines;
 pub mod topics;
 
-pub use lines::send_lines;
+pub use lines::{await_delivery, send_lines};
 pub use topics::ensure_topics;
 
 use rdkafka::ClientConfig;

@@ -369,3 +369,17 @@ pub fn spec_keys(report: &serde_json::Value) -> serde_json::Value {
 pub fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden")
 }
+
+/// The reports `pcs score` computes for `lines` on `as_of`, by partner, on the spec keys.
+pub fn expected_reports(lines: &[String], as_of: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut partners = pcs::engine::Partners::default();
+    for line in lines {
+        partners.apply(&pcs::events::decode_json(line.as_bytes()).unwrap()).unwrap();
+    }
+    let rules = pcs::rules::RuleBook::embedded();
+    let as_of = pcs::calendar::parse_date(as_of).unwrap();
+    partners
+        .evaluate(as_of, &rules)
+        .map(|r| (r.partner_id.clone(), spec_keys(&serde_json::to_value(&r).unwrap())))
+        .collect()
+}
