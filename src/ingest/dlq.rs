@@ -15,6 +15,9 @@ pub trait DeadLetterSink: Send + Sync {
 /// payload is cut, with its full size in the header `pcs-original-bytes`.
 pub const MAX_DEAD_LETTER_PAYLOAD: usize = 512 * 1024;
 
+/// Dead letters logged one by one per batch; the rest of a batch's are counted in one line.
+const LOGGED_PER_BATCH: usize = 10;
+
 pub struct DeadLetterTopic {
     pub producer: FutureProducer,
     pub topic: String,
@@ -23,7 +26,9 @@ pub struct DeadLetterTopic {
 impl DeadLetterSink for DeadLetterTopic {
     async fn send(&self, letters: Vec<DeadLetter>) -> Result<(), IngestError> {
         let mut deliveries = Vec::with_capacity(letters.len());
-        for letter in &letters {
+        // One line per event would flood the log during a burst of bad input: the first
+        // few are logged in full, the rest counted.
+        for letter in letters.iter().take(LOGGED_PER_BATCH) {
             tracing::warn!(
                 topic = %letter.raw.source.topic,
                 partition = letter.raw.source.partition,
@@ -31,6 +36,14 @@ impl DeadLetterSink for DeadLetterTopic {
                 reason = %letter.reason,
                 "rejected event sent to the dead-letter topic"
             );
+        }
+        if letters.len() > LOGGED_PER_BATCH {
+            tracing::warn!(
+                more = letters.len() - LOGGED_PER_BATCH,
+                "more rejected events in this batch sent to the dead-letter topic"
+            );
+        }
+        for letter in &letters {
             let payload = &letter.raw.payload;
             let kept = &payload[..payload.len().min(MAX_DEAD_LETTER_PAYLOAD)];
             let mut headers = letter.headers();
