@@ -19,3 +19,4 @@ pub mod proto;
 pub mod rules;
 pub mod service;
 pub mod store;
+pub mod telemetry;

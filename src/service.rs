@@ -157,6 +157,7 @@ async fn run<S: StateStore>(
     let ingest_task = tokio::spawn(ingest.run(shutdown.subscribe()));
     let rollover_task = tokio::spawn(run_rollover(Arc::new(applier()), publisher, clock, shutdown.subscribe()));
 
+    tokio::spawn(count_qualified(store.clone(), shutdown.subscribe()));
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(report_health::<S>(health, store.clone(), status, shutdown.subscribe()));
     // Both reflection versions: grpcurl before 1.9 and many other tools speak only v1alpha.
@@ -222,6 +223,40 @@ async fn report_health<S: StateStore>(
         tokio::select! {
             _ = shutdown.recv() => return,
             _ = sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Every minute, counts the partners qualified per designation into
+/// `pcs.partners.qualified` (a full pass over the stored scores, a page at a time).
+async fn count_qualified<S: StateStore>(store: S, mut shutdown: broadcast::Receiver<()>) {
+    use prost::Message;
+    loop {
+        let mut counts: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        let mut after = String::new();
+        let complete = loop {
+            let Ok(ids) = store.list_partners(&after, 1000).await else { break false };
+            let Some(last) = ids.last().cloned() else { break true };
+            let Ok(scores) = store.scores(&ids).await else { break false };
+            for score in
+                scores.into_iter().flatten().filter_map(|s| proto::PartnerScore::decode(s.score.as_slice()).ok())
+            {
+                for d in score.designations {
+                    *counts.entry(d.designation).or_default() += u64::from(d.qualified);
+                }
+            }
+            after = last;
+        };
+        if complete {
+            for (designation, n) in counts {
+                crate::telemetry::metrics()
+                    .qualified_partners
+                    .record(n, &[opentelemetry::KeyValue::new("designation", designation)]);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = sleep(Duration::from_secs(60)) => {}
         }
     }
 }

@@ -64,7 +64,14 @@ fn received(partition: i32, offset: i64, line: &str) -> Received {
         source: source.clone(),
         offset,
         event: decode_json(line.as_bytes()).unwrap(),
-        raw: RawMessage { source, offset, key: None, payload: line.as_bytes().to_vec(), headers: Vec::new() },
+        raw: RawMessage {
+            source,
+            offset,
+            key: None,
+            payload: line.as_bytes().to_vec(),
+            headers: Vec::new(),
+            timestamp_ms: None,
+        },
     }
 }
 

@@ -58,6 +58,25 @@ fn decode_score(bytes: &[u8]) -> Result<proto::PartnerScore, ApiError> {
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::ScoreChanged, Status>> + Send>>;
 
+/// An open watch stream: holds its place under the cap and counts in `pcs.watchers.active`
+/// until the stream's task ends.
+struct WatcherSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl WatcherSlot {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit) -> WatcherSlot {
+        crate::telemetry::metrics().active_watchers.add(1, &[]);
+        WatcherSlot { _permit: permit }
+    }
+}
+
+impl Drop for WatcherSlot {
+    fn drop(&mut self) {
+        crate::telemetry::metrics().active_watchers.add(-1, &[]);
+    }
+}
+
 impl<S: StateStore> ScoreApi<S> {
     async fn get_score(&self, request: proto::GetScoreRequest) -> Result<proto::GetScoreResponse, ApiError> {
         partner_id("partner_id", &request.partner_id)?;
@@ -199,6 +218,7 @@ impl<S: StateStore> ScoreApi<S> {
                 self.max_watchers
             ))
         })?;
+        let permit = WatcherSlot::new(permit);
         let (tx, rx) = mpsc::channel::<Result<proto::ScoreChanged, Status>>(16);
         let to_change = move |item: &WatchItem| -> Option<Result<proto::ScoreChanged, Status>> {
             if wanted.as_ref().is_some_and(|w| !w.contains(&item.partner_id)) {
@@ -262,27 +282,72 @@ impl<S: StateStore> ScoreApi<S> {
     }
 }
 
+/// Reads the caller's trace context from gRPC metadata.
+struct MetadataExtractor<'a>(&'a tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// Runs one RPC in a server span (`rpc.*` attributes), continuing the caller's trace.
+async fn traced<T, R>(
+    method: &'static str,
+    request: Request<T>,
+    handle: impl AsyncFnOnce(T) -> Result<R, ApiError>,
+) -> Result<Response<R>, Status> {
+    use tracing::Instrument;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = %format!("pcs.v1.PartnerScoreService/{method}"),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = "pcs.v1.PartnerScoreService",
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&MetadataExtractor(request.metadata())));
+    let _ = span.set_parent(parent);
+    crate::telemetry::record_trace_id(&span);
+    let result = handle(request.into_inner()).instrument(span.clone()).await.map_err(Status::from);
+    span.record("rpc.grpc.status_code", result.as_ref().err().map_or(0, |s| s.code() as i32));
+    result.map(Response::new)
+}
+
 #[tonic::async_trait]
 impl<S: StateStore> PartnerScoreService for ScoreApi<S> {
     async fn get_score(
         &self,
         request: Request<proto::GetScoreRequest>,
     ) -> Result<Response<proto::GetScoreResponse>, Status> {
-        Ok(Response::new(self.get_score(request.into_inner()).await?))
+        traced("GetScore", request, async |r| self.get_score(r).await).await
     }
 
     async fn batch_get_scores(
         &self,
         request: Request<proto::BatchGetScoresRequest>,
     ) -> Result<Response<proto::BatchGetScoresResponse>, Status> {
-        Ok(Response::new(self.batch_get(request.into_inner()).await?))
+        traced("BatchGetScores", request, async |r| self.batch_get(r).await).await
     }
 
     async fn list_scores(
         &self,
         request: Request<proto::ListScoresRequest>,
     ) -> Result<Response<proto::ListScoresResponse>, Status> {
-        Ok(Response::new(self.list(request.into_inner()).await?))
+        traced("ListScores", request, async |r| self.list(r).await).await
     }
 
     type WatchScoresStream = WatchStream;
@@ -291,6 +356,6 @@ impl<S: StateStore> PartnerScoreService for ScoreApi<S> {
         &self,
         request: Request<proto::WatchScoresRequest>,
     ) -> Result<Response<Self::WatchScoresStream>, Status> {
-        Ok(Response::new(self.watch(request.into_inner()).await?))
+        traced("WatchScores", request, async |r| self.watch(r).await).await
     }
 }

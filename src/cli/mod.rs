@@ -45,27 +45,28 @@ enum Command {
     DemoData(demo_data::Args),
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the default level.
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let json_logs = matches!(cli.log_format, LogFormat::Json);
+    if !matches!(cli.command, Command::Serve(_)) {
+        // Client commands log only warnings (to stderr); `serve` sets up full telemetry.
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    }
     let result = match cli.command {
         Command::Score(args) => score::run(args),
-        Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve::run(*args))),
+        Command::Serve(args) => runtime().and_then(|rt| {
+            // The exporters send from the runtime, so they start (and flush) inside it.
+            rt.block_on(async {
+                let _telemetry = crate::telemetry::init(json_logs);
+                serve::run(*args).await
+            })
+        }),
         Command::Get(args) => runtime().and_then(|rt| rt.block_on(get::run(args))),
         Command::List(args) => runtime().and_then(|rt| rt.block_on(list::run(args))),
         Command::Produce(args) => runtime().and_then(|rt| rt.block_on(produce::run(args))),

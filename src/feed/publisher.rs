@@ -2,8 +2,10 @@
 //! insights feed and the source of every instance's WatchScores streams.
 
 use crate::ingest::{IngestError, ScoreUpdate};
+use crate::telemetry::{inject_traceparent, metrics};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use tracing::Instrument;
 
 /// The header carrying the partner's store version of the score.
 pub const VERSION_HEADER: &str = "pcs-version";
@@ -15,19 +17,44 @@ pub struct ScorePublisher {
 }
 
 impl ScorePublisher {
-    /// Returns once every score is acknowledged by the broker.
+    /// Returns once every score is acknowledged by the broker. Each message carries the
+    /// trace context of the work that produced it (`traceparent`), so the feed's consumers
+    /// continue the trace.
     pub async fn publish(&self, updates: &[ScoreUpdate]) -> Result<(), IngestError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let span = tracing::info_span!(
+            "pcs.publish",
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.destination.name = %self.topic,
+            messaging.batch.message_count = updates.len(),
+        );
+        self.publish_traced(updates, &span).instrument(span.clone()).await
+    }
+
+    async fn publish_traced(&self, updates: &[ScoreUpdate], span: &tracing::Span) -> Result<(), IngestError> {
         let mut deliveries = Vec::with_capacity(updates.len());
         for update in updates {
             let version = update.version.to_string();
+            let headers = OwnedHeaders::new().insert(Header { key: VERSION_HEADER, value: Some(&version) });
             let record = FutureRecord::to(&self.topic)
                 .key(&update.partner_id)
                 .payload(&update.score)
-                .headers(OwnedHeaders::new().insert(Header { key: VERSION_HEADER, value: Some(&version) }));
+                .headers(inject_traceparent(span, headers));
             deliveries.push(self.producer.send_result(record).map_err(|(e, _)| IngestError::Produce(e))?);
         }
         for delivery in deliveries {
             crate::kafka::await_delivery(delivery).await.map_err(IngestError::Produce)?;
+        }
+        let m = metrics();
+        m.score_changes.add(updates.len() as u64, &[]);
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        for oldest in updates.iter().filter_map(|u| u.oldest_event_ms) {
+            m.freshness.record((now_ms - oldest).max(0) as f64 / 1000.0, &[]);
         }
         Ok(())
     }

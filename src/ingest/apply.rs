@@ -27,6 +27,8 @@ pub struct ScoreUpdate {
     /// Protobuf `PartnerScore`.
     pub score: Vec<u8>,
     pub version: u64,
+    /// The Kafka timestamp (ms) of the oldest event behind this change, for freshness.
+    pub oldest_event_ms: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +53,7 @@ pub struct Applier<S> {
 /// One partner's share of a batch, worked out in memory.
 struct Plan {
     write: Option<PartnerWrite>,
+    oldest_event_ms: Option<i64>,
     replayed: bool,
     applied: usize,
     score_changed: bool,
@@ -96,7 +99,12 @@ impl<S: StateStore> Applier<S> {
                     ((*partner).to_owned(), sources)
                 })
                 .collect();
-            let stored = self.store.load(&requests).await?;
+            let stored = timed(
+                tracing::info_span!("pcs.redis.read", db.system.name = "redis", db.operation.name = "HMGET"),
+                "HMGET",
+                self.store.load(&requests),
+            )
+            .await?;
             let plans: Vec<Plan> = requests
                 .iter()
                 .zip(stored)
@@ -113,11 +121,21 @@ impl<S: StateStore> Applier<S> {
                 .map(|(i, reason)| DeadLetter::of(&events[*i].raw, reason.to_string()))
                 .collect();
             if !letters.is_empty() {
+                crate::telemetry::metrics().rejected(letters.len() as u64, "reused_id");
                 dead_letters.send(letters).await?;
             }
 
             let writes: Vec<PartnerWrite> = plans.iter().filter_map(|p| p.write.clone()).collect();
-            let outcomes = if writes.is_empty() { Vec::new() } else { self.store.write(&writes).await? };
+            let outcomes = if writes.is_empty() {
+                Vec::new()
+            } else {
+                timed(
+                    tracing::info_span!("pcs.redis.write", db.system.name = "redis", db.operation.name = "EVALSHA"),
+                    "EVALSHA",
+                    self.store.write(&writes),
+                )
+                .await?
+            };
             let mut outcomes = outcomes.into_iter();
             let mut conflicted = Vec::new();
             for (plan, partner) in plans.into_iter().zip(pending.keys()) {
@@ -133,6 +151,7 @@ impl<S: StateStore> Applier<S> {
                                 partner_id: write.partner_id,
                                 score: write.score,
                                 version,
+                                oldest_event_ms: plan.oldest_event_ms,
                             });
                         }
                     }
@@ -163,7 +182,14 @@ impl<S: StateStore> Applier<S> {
     ) -> Plan {
         let StoredPartner { mut state, version, offsets: applied_offsets, score_fingerprint } = stored;
         let mut highest: Vec<Option<i64>> = applied_offsets.clone();
-        let mut plan = Plan { write: None, replayed: false, applied: 0, score_changed: false, rejected: Vec::new() };
+        let mut plan = Plan {
+            write: None,
+            oldest_event_ms: None,
+            replayed: false,
+            applied: 0,
+            score_changed: false,
+            rejected: Vec::new(),
+        };
         for &i in indexes {
             let event = &events[i];
             let slot = sources.iter().position(|s| *s == event.source).expect("every event's source was requested");
@@ -172,7 +198,12 @@ impl<S: StateStore> Applier<S> {
                 continue;
             }
             match state.apply_received(&event.event, today) {
-                Ok(Applied::New) => plan.applied += 1,
+                Ok(Applied::New) => {
+                    plan.applied += 1;
+                    if let Some(ts) = event.raw.timestamp_ms {
+                        plan.oldest_event_ms = Some(plan.oldest_event_ms.map_or(ts, |o| o.min(ts)));
+                    }
+                }
                 Ok(Applied::Redelivery) => {}
                 Err(reason) => plan.rejected.push((i, reason)),
             }
@@ -244,6 +275,7 @@ impl<S: StateStore> Applier<S> {
                         partner_id: partner_id.to_owned(),
                         score: write.score,
                         version: *version,
+                        oldest_event_ms: None,
                     }));
                 }
                 _ => back_off(round).await,
@@ -260,4 +292,15 @@ async fn back_off(round: usize) {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()) % 1000;
     let micros = (round as u64 + 1) * 500 + u64::from(jitter);
     tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
+}
+
+/// A store round trip in `span`, with its duration in `pcs.redis.duration`.
+async fn timed<T>(span: tracing::Span, operation: &'static str, call: impl std::future::Future<Output = T>) -> T {
+    use tracing::Instrument;
+    let started = std::time::Instant::now();
+    let result = call.instrument(span).await;
+    crate::telemetry::metrics()
+        .redis_duration
+        .record(started.elapsed().as_secs_f64(), &[opentelemetry::KeyValue::new("db.operation.name", operation)]);
+    result
 }

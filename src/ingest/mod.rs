@@ -22,6 +22,7 @@ pub use received::{CONTENT_TYPE, DeadLetter, MAX_EVENT_BYTES, PROTOBUF, RawMessa
 use crate::clock::Clock;
 use crate::feed::ScorePublisher;
 use crate::store::{StateStore, StoreError};
+use crate::telemetry::{continue_trace, metrics, record_trace_id};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashSet};
@@ -30,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep, sleep_until};
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -68,7 +70,24 @@ impl IngestContext {
     }
 }
 
-impl ClientContext for IngestContext {}
+impl ClientContext for IngestContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the consumer lag per partition.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    metrics().consumer_lag.record(
+                        p.consumer_lag,
+                        &[
+                            opentelemetry::KeyValue::new("messaging.destination.name", topic.clone()),
+                            opentelemetry::KeyValue::new("messaging.destination.partition.id", partition.to_string()),
+                        ],
+                    );
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for IngestContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -193,26 +212,60 @@ impl<S: StateStore> Ingest<S> {
     }
 
     async fn process(&self, batch: &[RawMessage]) -> Result<(), IngestError> {
-        let mut events = Vec::with_capacity(batch.len());
-        let mut letters = Vec::new();
-        for raw in batch {
-            match decode(raw) {
-                Ok(event) => {
-                    events.push(Received { source: raw.source.clone(), offset: raw.offset, event, raw: raw.clone() })
+        let first = &batch[0];
+        let span = tracing::info_span!(
+            "pcs.batch",
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.destination.name = %first.source.topic,
+            messaging.batch.message_count = batch.len(),
+            trace_id = tracing::field::Empty,
+        );
+        continue_trace(&span, batch.iter().map(|m| m.headers.as_slice()));
+        record_trace_id(&span);
+        self.process_traced(batch).instrument(span).await
+    }
+
+    async fn process_traced(&self, batch: &[RawMessage]) -> Result<(), IngestError> {
+        let m = metrics();
+        m.events_consumed.add(batch.len() as u64, &[]);
+        m.batch_size.record(batch.len() as u64, &[]);
+        let (events, letters) = tracing::info_span!("pcs.decode", messaging.batch.message_count = batch.len())
+            .in_scope(|| {
+                let mut events = Vec::with_capacity(batch.len());
+                let mut letters = Vec::new();
+                for raw in batch {
+                    match decode(raw) {
+                        Ok(event) => events.push(Received {
+                            source: raw.source.clone(),
+                            offset: raw.offset,
+                            event,
+                            raw: raw.clone(),
+                        }),
+                        Err(reason) => letters.push(DeadLetter::of(raw, reason)),
+                    }
                 }
-                Err(reason) => letters.push(DeadLetter::of(raw, reason)),
-            }
-        }
+                (events, letters)
+            });
         let rejected_at_decode = letters.len();
         if !letters.is_empty() {
             self.dead_letters.send(letters).await?;
         }
         let today = self.clock.today();
-        let result = self.applier.apply(today, &events, &self.dead_letters).await?;
+        let started = std::time::Instant::now();
+        let result = self
+            .applier
+            .apply(today, &events, &self.dead_letters)
+            .instrument(tracing::info_span!("pcs.apply", events = events.len(), applied = tracing::field::Empty))
+            .await?;
+        m.apply_duration.record(started.elapsed().as_secs_f64(), &[]);
         self.publisher.publish(&result.changed).await?;
         if !result.replayed.is_empty() {
             self.republish(&result.replayed).await?;
         }
+        m.events_applied.add(result.applied as u64, &[]);
+        m.rejected(rejected_at_decode as u64, "decode");
         self.status.events_applied.fetch_add(result.applied as u64, Ordering::Relaxed);
         self.status.events_rejected.fetch_add(rejected_at_decode as u64, Ordering::Relaxed);
         tracing::debug!(events = batch.len(), applied = result.applied, changed = result.changed.len(), "batch done");
@@ -225,7 +278,14 @@ impl<S: StateStore> Ingest<S> {
         let updates: Vec<ScoreUpdate> = partners
             .iter()
             .zip(stored)
-            .filter_map(|(p, s)| s.map(|s| ScoreUpdate { partner_id: p.clone(), score: s.score, version: s.version }))
+            .filter_map(|(p, s)| {
+                s.map(|s| ScoreUpdate {
+                    partner_id: p.clone(),
+                    score: s.score,
+                    version: s.version,
+                    oldest_event_ms: None,
+                })
+            })
             .collect();
         self.publisher.publish(&updates).await
     }

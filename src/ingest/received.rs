@@ -20,6 +20,8 @@ pub struct RawMessage {
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The message's Kafka timestamp (ms since the epoch), for freshness.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// A decoded event with where it came from.
@@ -72,6 +74,7 @@ pub fn raw_message<M: Message>(message: &M) -> RawMessage {
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         headers,
+        timestamp_ms: message.timestamp().to_millis(),
     }
 }
 
@@ -97,6 +100,7 @@ mod tests {
             key: None,
             payload,
             headers,
+            timestamp_ms: None,
         }
     }
 

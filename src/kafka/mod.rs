@@ -91,7 +91,9 @@ fn event_consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         // moves them elsewhere (the work is safe to redo: offsets live with the state).
         .set("max.poll.interval.ms", "300000")
         // Partition EOF is not an event pcs acts on.
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // librdkafka's statistics carry the consumer lag per partition, exported as a metric.
+        .set("statistics.interval.ms", "10000");
     config
 }
 
