@@ -194,6 +194,18 @@ impl Attribution {
 }
 
 impl Fact {
+    /// The event `type` that states this fact.
+    pub const KINDS: [&'static str; 3] = ["acr", "certification", "deployment"];
+
+    /// Index into [`Fact::KINDS`].
+    pub fn kind(&self) -> usize {
+        match self {
+            Fact::Acr(_) => 0,
+            Fact::Certification(_) => 1,
+            Fact::Deployment(_) => 2,
+        }
+    }
+
     /// A stable 64-bit digest of the fact, kept per event id to tell a redelivery (same
     /// digest) from a reused id (different digest) without storing every event. The encoding
     /// is length-prefixed so no two different facts share an input; the digest must never

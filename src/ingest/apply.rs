@@ -40,6 +40,8 @@ pub struct BatchResult {
     pub replayed: Vec<String>,
     /// Events merged as new facts.
     pub applied: usize,
+    /// The same, per event type (indexed like `Fact::KINDS`).
+    pub applied_by_kind: [u64; 3],
 }
 
 pub struct Applier<S> {
@@ -53,6 +55,7 @@ pub struct Applier<S> {
 /// One partner's share of a batch, worked out in memory.
 struct Plan {
     write: Option<PartnerWrite>,
+    applied_by_kind: [u64; 3],
     oldest_event_ms: Option<i64>,
     replayed: bool,
     applied: usize,
@@ -146,6 +149,9 @@ impl<S: StateStore> Applier<S> {
                 match outcomes.next() {
                     Some(WriteOutcome::Written { version }) => {
                         result.applied += plan.applied;
+                        for (total, n) in result.applied_by_kind.iter_mut().zip(plan.applied_by_kind) {
+                            *total += n;
+                        }
                         if plan.score_changed {
                             result.changed.push(ScoreUpdate {
                                 partner_id: write.partner_id,
@@ -184,6 +190,7 @@ impl<S: StateStore> Applier<S> {
         let mut highest: Vec<Option<i64>> = applied_offsets.clone();
         let mut plan = Plan {
             write: None,
+            applied_by_kind: [0; 3],
             oldest_event_ms: None,
             replayed: false,
             applied: 0,
@@ -200,6 +207,7 @@ impl<S: StateStore> Applier<S> {
             match state.apply_received(&event.event, today) {
                 Ok(Applied::New) => {
                     plan.applied += 1;
+                    plan.applied_by_kind[event.event.fact.kind()] += 1;
                     if let Some(ts) = event.raw.timestamp_ms {
                         plan.oldest_event_ms = Some(plan.oldest_event_ms.map_or(ts, |o| o.min(ts)));
                     }

@@ -264,7 +264,11 @@ impl<S: StateStore> Ingest<S> {
         if !result.replayed.is_empty() {
             self.republish(&result.replayed).await?;
         }
-        m.events_applied.add(result.applied as u64, &[]);
+        for (kind, n) in crate::events::Fact::KINDS.iter().zip(result.applied_by_kind) {
+            if n > 0 {
+                m.events_applied.add(n, &[opentelemetry::KeyValue::new("event.type", *kind)]);
+            }
+        }
         m.rejected(rejected_at_decode as u64, "decode");
         self.status.events_applied.fetch_add(result.applied as u64, Ordering::Relaxed);
         self.status.events_rejected.fetch_add(rejected_at_decode as u64, Ordering::Relaxed);
