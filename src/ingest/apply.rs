@@ -117,15 +117,20 @@ impl<S: StateStore> Applier<S> {
                 })
                 .collect();
 
-            let letters: Vec<DeadLetter> = plans
+            let fresh: Vec<(usize, String)> = plans
                 .iter()
                 .flat_map(|p| &p.rejected)
                 .filter(|(i, _)| dead_sent.insert(*i))
-                .map(|(i, reason)| DeadLetter::of(&events[*i].raw, reason.to_string()))
+                .map(|(i, reason)| (*i, reason.to_string()))
                 .collect();
-            if !letters.is_empty() {
-                crate::telemetry::metrics().rejected(letters.len() as u64, "reused_id");
-                dead_letters.send(letters).await?;
+            if !fresh.is_empty() {
+                for (i, _) in &fresh {
+                    let kind = crate::events::Fact::KINDS[events[*i].event.fact.kind()];
+                    crate::telemetry::metrics().rejected(1, "reused_id", kind);
+                }
+                dead_letters
+                    .send(fresh.into_iter().map(|(i, reason)| DeadLetter::of(&events[i].raw, reason)).collect())
+                    .await?;
             }
 
             let writes: Vec<PartnerWrite> = plans.iter().filter_map(|p| p.write.clone()).collect();

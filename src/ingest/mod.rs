@@ -132,6 +132,9 @@ pub struct Ingest<S> {
 impl<S: StateStore> Ingest<S> {
     /// Consumes until `shutdown` fires, then commits what is durable and returns.
     pub async fn run(self, mut shutdown: broadcast::Receiver<()>) {
+        // The last committed batch, committed again synchronously on the way out: an
+        // asynchronous commit may still be in flight when the consumer closes.
+        let mut last_done: Vec<RawMessage> = Vec::new();
         loop {
             let Some(batch) = self.collect(&mut shutdown).await else { break };
             let batch: Vec<RawMessage> = batch
@@ -145,6 +148,10 @@ impl<S: StateStore> Ingest<S> {
                 break;
             }
             self.commit(&batch, CommitMode::Async);
+            last_done = batch;
+        }
+        if !last_done.is_empty() {
+            self.commit(&last_done, CommitMode::Sync);
         }
         tracing::info!("event consumer stopped");
     }
@@ -269,7 +276,7 @@ impl<S: StateStore> Ingest<S> {
                 m.events_applied.add(n, &[opentelemetry::KeyValue::new("event.type", *kind)]);
             }
         }
-        m.rejected(rejected_at_decode as u64, "decode");
+        m.rejected(rejected_at_decode as u64, "decode", "unknown");
         self.status.events_applied.fetch_add(result.applied as u64, Ordering::Relaxed);
         self.status.events_rejected.fetch_add(rejected_at_decode as u64, Ordering::Relaxed);
         tracing::debug!(events = batch.len(), applied = result.applied, changed = result.changed.len(), "batch done");

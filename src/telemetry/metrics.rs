@@ -10,7 +10,8 @@ pub struct Metrics {
     pub events_consumed: Counter<u64>,
     /// Events merged as new facts.
     pub events_applied: Counter<u64>,
-    /// Events rejected, by `reason` (decode, reused_id).
+    /// Events rejected, by `reason` (decode, reused_id) and `event.type` (unknown when the
+    /// event did not decode).
     pub events_rejected: Counter<u64>,
     /// Messages per consumed batch.
     pub batch_size: Histogram<u64>,
@@ -75,9 +76,9 @@ pub fn metrics() -> &'static Metrics {
 }
 
 impl Metrics {
-    pub fn rejected(&self, n: u64, reason: &'static str) {
+    pub fn rejected(&self, n: u64, reason: &'static str, event_type: &'static str) {
         if n > 0 {
-            self.events_rejected.add(n, &[KeyValue::new("reason", reason)]);
+            self.events_rejected.add(n, &[KeyValue::new("reason", reason), KeyValue::new("event.type", event_type)]);
         }
     }
 }
