@@ -37,6 +37,8 @@ pub enum ServiceError {
     Subscribe { topic: String, source: rdkafka::error::KafkaError },
     #[error("gRPC server on {addr}: {source}")]
     Grpc { addr: String, source: tonic::transport::Error },
+    #[error("event ingestion stopped unexpectedly (see the log); the service stopped with it")]
+    IngestStopped,
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
@@ -154,7 +156,22 @@ async fn run<S: StateStore>(
         batch_max_wait: config.batch_max_wait(),
         status: status.clone(),
     };
-    let ingest_task = tokio::spawn(ingest.run(shutdown.subscribe()));
+    // Ingestion ending on its own (a panic, say) must not leave a service that answers
+    // reads with scores nobody updates: it stops the whole service, with an error, so the
+    // orchestrator restarts it.
+    let ingest_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ingest_task = {
+        let run = tokio::spawn(ingest.run(shutdown.subscribe()));
+        let (shutdown, failed, mut stopping) = (shutdown.clone(), ingest_failed.clone(), shutdown.subscribe());
+        tokio::spawn(async move {
+            let ended = run.await;
+            if stopping.try_recv().is_err() {
+                tracing::error!(outcome = ?ended.err(), "event ingestion stopped unexpectedly; shutting down");
+                failed.store(true, Ordering::Release);
+                let _ = shutdown.send(());
+            }
+        })
+    };
     let rollover_task = tokio::spawn(run_rollover(Arc::new(applier()), publisher, clock, shutdown.subscribe()));
 
     tokio::spawn(count_qualified(store.clone(), shutdown.subscribe()));
@@ -195,6 +212,9 @@ async fn run<S: StateStore>(
         tracing::warn!("the in-flight batch did not finish in time; it will be replayed without effect");
     }
     let _ = rollover_task.await;
+    if ingest_failed.load(Ordering::Acquire) {
+        return Err(ServiceError::IngestStopped);
+    }
     tracing::info!("pcs stopped");
     Ok(())
 }
