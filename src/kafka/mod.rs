@@ -92,6 +92,9 @@ fn event_consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         .set("max.poll.interval.ms", "300000")
         // Partition EOF is not an event pcs acts on.
         .set("enable.partition.eof", "false")
+        // Fresh scores: a broker that holds a fetch until its maximum wait (500 ms by
+        // default) would add that to every event's latency on a quiet partition.
+        .set("fetch.wait.max.ms", "20")
         // librdkafka's statistics carry the consumer lag per partition, exported as a metric.
         .set("statistics.interval.ms", "10000");
     config

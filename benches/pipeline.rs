@@ -1,0 +1,394 @@
+//! The service benchmark (issue 7): real redis-server and tansu on this machine, every figure
+//! printed, nothing asserted.
+//!   scripts/bench            (or: cargo bench --bench pipeline)
+//! Sizes: PCS_BENCH_EVENTS (default 1,000,000), PCS_BENCH_PARTNERS (20,000),
+//! PCS_BENCH_SECONDS per steady-rate phase (10).
+
+use pcs::config::ServeConfig;
+use pcs::kafka::{Cluster, ensure_topics, send_lines, topics::TopicSpec};
+use pcs::proto::{self, partner_score_service_client::PartnerScoreServiceClient};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "bench.events";
+const PARTITIONS: i32 = 6;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// ~90 % ACR lines over `partners` partners, 8 customers each, the 12 months to 2024-06.
+fn events(n: u64, partners: u64) -> Vec<Vec<u8>> {
+    const AREAS: [&str; 3] = ["DATA_AI", "DIGITAL_APP_INNOVATION", "INFRASTRUCTURE"];
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let p = x % partners;
+            let line = match x % 20 {
+                0 => format!(
+                    r#"{{"type":"certification","event_id":"c{i}","partner_id":"B{p}","individual_id":"u{}","certification":"AZURE_ADMINISTRATOR_ASSOCIATE","earned_on":"2023-09-01"}}"#,
+                    x % 30
+                ),
+                1 => format!(
+                    r#"{{"type":"deployment","event_id":"d{i}","partner_id":"B{p}","deployment_id":"d{}","customer_id":"C1","solution_area":"{}","service":"AKS","attribution":"CSP","deployed_on":"2024-0{}-10"}}"#,
+                    x % 40,
+                    AREAS[(x % 3) as usize],
+                    x % 6 + 1
+                ),
+                _ => format!(
+                    r#"{{"type":"acr","event_id":"a{i}","partner_id":"B{p}","customer_id":"C{}","customer_segment":"SMB","solution_area":"{}","attribution":"PAL","month":"{}","amount_micros":"{}"}}"#,
+                    x % 8,
+                    AREAS[(x % 3) as usize],
+                    if x % 12 < 6 { format!("2024-{:02}", x % 6 + 1) } else { format!("2023-{:02}", x % 6 + 7) },
+                    (x % 5_000) * 1_000_000
+                ),
+            };
+            line.into_bytes()
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Reads every partition to its end with a bare consumer: the ceiling.
+fn bare_consume(bootstrap: &str, n: u64) -> Duration {
+    let consumer: BaseConsumer = Cluster::new(bootstrap).reader("bench-ceiling").create().unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        list.add_partition_offset(TOPIC, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let started = Instant::now();
+    let mut seen = 0;
+    while seen < n {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            seen += 1;
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "the bare consumer stalled at {seen}");
+    }
+    started.elapsed()
+}
+
+fn committed(consumer: &BaseConsumer) -> i64 {
+    let mut list = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        list.add_partition(TOPIC, p);
+    }
+    consumer
+        .committed_offsets(list, Duration::from_secs(5))
+        .map(|l| {
+            l.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` does not: then a small smoke
+    // run checks that the benchmark still works, in seconds.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let n = if smoke { 2_000 } else { env("PCS_BENCH_EVENTS", 1_000_000) };
+    let partners = if smoke { 200 } else { env("PCS_BENCH_PARTNERS", 20_000) };
+    let seconds = if smoke { 1 } else { env("PCS_BENCH_SECONDS", 10) };
+    let tansu = std::env::var("PCS_TANSU").unwrap_or_else(|_| format!("{}/.tools/tansu", env!("CARGO_MANIFEST_DIR")));
+
+    let redis_port = free_port();
+    let _redis = Killed(
+        Command::new("redis-server")
+            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test installs it)"),
+    );
+    let kafka_port = free_port();
+    let url = format!("tcp://127.0.0.1:{kafka_port}");
+    let _tansu = Killed(
+        Command::new(&tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("tansu at {tansu}: {e} (scripts/test installs it)")),
+    );
+    wait_port(redis_port);
+    wait_port(kafka_port);
+    let bootstrap = format!("127.0.0.1:{kafka_port}");
+    let cluster = Cluster::new(&bootstrap);
+    ensure_topics(
+        &cluster,
+        -1,
+        &[
+            TopicSpec { name: TOPIC, partitions: PARTITIONS, compacted: false },
+            TopicSpec { name: "bench.events.dlq", partitions: 1, compacted: false },
+            TopicSpec { name: "bench.scores", partitions: PARTITIONS, compacted: true },
+        ],
+    )
+    .await
+    .unwrap();
+    println!(
+        "pcs pipeline benchmark: {n} events, {partners} partners, 6 partitions; redis-server and tansu on this machine"
+    );
+    println!("machine: {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
+
+    // 1. Pre-fill.
+    let producer: FutureProducer = cluster.producer().create().unwrap();
+    let started = Instant::now();
+    send_lines(&producer, TOPIC, events(n, partners)).await.unwrap();
+    let fill = started.elapsed();
+    println!("| pre-fill (produce) | {:.0} events/s | {:.1} s |", n as f64 / fill.as_secs_f64(), fill.as_secs_f64());
+
+    // 2. Ceiling.
+    let b = bootstrap.clone();
+    let ceiling = tokio::task::spawn_blocking(move || bare_consume(&b, n)).await.unwrap();
+    let ceiling_rate = n as f64 / ceiling.as_secs_f64();
+    println!("| ceiling: bare consumer to the end | {ceiling_rate:.0} events/s | {:.1} s |", ceiling.as_secs_f64());
+
+    // 3. Ingest: pcs to the end (committed offsets = end).
+    let listen_port = free_port();
+    let config = ServeConfig {
+        kafka_brokers: Some(bootstrap.clone()),
+        kafka_config: Vec::new(),
+        redis_url: Some(format!("redis://127.0.0.1:{redis_port}")),
+        demo: false,
+        redis_prefix: "pcs".into(),
+        redis_timeout_ms: 5000,
+        events_topic: TOPIC.into(),
+        dlq_topic: None,
+        scores_topic: "bench.scores".into(),
+        group_id: "bench".into(),
+        events_partitions: PARTITIONS,
+        scores_partitions: PARTITIONS,
+        dlq_partitions: 1,
+        replication_factor: -1,
+        listen: format!("127.0.0.1:{listen_port}").parse().unwrap(),
+        now: pcs::calendar::parse_date("2024-07-10"),
+        rules: Vec::new(),
+        batch_max_events: 5000,
+        batch_max_wait_ms: 20,
+        history_days: 400,
+        dedup_window_days: 7,
+        max_watchers: 256,
+        watch_buffer: 65_536,
+    };
+    let (shutdown, _) = tokio::sync::broadcast::channel(1);
+    let started = Instant::now();
+    let service = tokio::spawn(pcs::service::serve(config, shutdown.clone()));
+    let watcher: BaseConsumer = cluster.reader("bench").create().unwrap();
+    while committed(&watcher) < n as i64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(started.elapsed() < Duration::from_secs(1800), "ingest stalled");
+    }
+    let ingest = started.elapsed();
+    let ingest_rate = n as f64 / ingest.as_secs_f64();
+    println!(
+        "| ingest: pcs serve to the end (incl. start-up) | {ingest_rate:.0} events/s | {:.1} s | ratio to ceiling {:.2} (target ≥ 0.5) |",
+        ingest.as_secs_f64(),
+        ingest_rate / ceiling_rate
+    );
+
+    // 4. Freshness at a steady 20k events/s: produce → WatchScores notification.
+    let addr = format!("http://127.0.0.1:{listen_port}");
+    let mut client = PartnerScoreServiceClient::connect(addr.clone()).await.unwrap();
+    let mut watch = client
+        .watch_scores(proto::WatchScoresRequest { partner_ids: Vec::new(), all: true, resume_cursor: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    let rate = if smoke { 1_000 } else { 20_000u64 };
+    let total = rate * seconds;
+    let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; total as usize]));
+    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let (sent_at, latencies) = (sent_at.clone(), latencies.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(change)) = watch.message().await {
+                let id = change.score.unwrap().partner_id;
+                if let Some(i) = id.strip_prefix("FR").and_then(|i| i.parse::<usize>().ok())
+                    && let Some(Some(at)) = sent_at.lock().unwrap().get(i).copied()
+                {
+                    latencies.lock().unwrap().push(at.elapsed());
+                }
+            }
+        })
+    };
+    let fresh_producer: FutureProducer = cluster.producer().create().unwrap();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut i = 0u64;
+    let mut deliveries = Vec::new();
+    while i < total {
+        tick.tick().await;
+        for _ in 0..(rate / 100).max(1) {
+            let line = format!(
+                r#"{{"type":"acr","event_id":"f{i}","partner_id":"FR{i}","customer_id":"C1","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-06","amount_micros":"900000000"}}"#
+            );
+            sent_at.lock().unwrap()[i as usize] = Some(Instant::now());
+            let key = format!("FR{i}");
+            let record = rdkafka::producer::FutureRecord::to(TOPIC).key(&key).payload(&line);
+            if let Ok(d) = fresh_producer.send_result(record) {
+                deliveries.push(d);
+            }
+            i += 1;
+        }
+    }
+    for d in deliveries {
+        let _ = d.await;
+    }
+    let settle = Instant::now();
+    while committed(&watcher) < (n + total) as i64 && settle.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reader.abort();
+    let mut fresh = latencies.lock().unwrap().clone();
+    fresh.sort();
+    println!(
+        "| freshness at {rate} events/s for {seconds} s: produce → WatchScores | p50 {} | p99 {} | {} of {total} seen (target p99 ≤ 100 ms) |",
+        ms(percentile(&fresh, 0.5)),
+        ms(percentile(&fresh, 0.99)),
+        fresh.len()
+    );
+
+    // 5. Reads: GetScore at a steady 5k QPS; BatchGetScores of 1000.
+    let channel = tonic::transport::Channel::from_shared(addr.clone()).unwrap().connect().await.unwrap();
+    let qps = if smoke { 500 } else { 5_000u64 };
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let read_latencies: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..qps * seconds {
+        if k % (qps / 100) == 0 {
+            tick.tick().await;
+        }
+        let mut client = PartnerScoreServiceClient::new(channel.clone());
+        let latencies = read_latencies.clone();
+        let id = format!("B{}", k % partners);
+        tasks.spawn(async move {
+            let at = Instant::now();
+            if client.get_score(proto::GetScoreRequest { partner_id: id, as_of: None }).await.is_ok() {
+                latencies.lock().unwrap().push(at.elapsed());
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let mut reads = read_latencies.lock().unwrap().clone();
+    reads.sort();
+    println!(
+        "| GetScore at {qps} QPS for {seconds} s | p50 {} | p99 {} | {} answered (target p99 ≤ 2 ms) |",
+        ms(percentile(&reads, 0.5)),
+        ms(percentile(&reads, 0.99)),
+        reads.len()
+    );
+    let mut batch_latencies = Vec::new();
+    for round in 0..20u64 {
+        let ids: Vec<String> = (0..1000).map(|j| format!("B{}", (round * 1000 + j) % partners)).collect();
+        let at = Instant::now();
+        client.batch_get_scores(proto::BatchGetScoresRequest { partner_ids: ids }).await.unwrap();
+        batch_latencies.push(at.elapsed());
+    }
+    batch_latencies.sort();
+    println!(
+        "| BatchGetScores of 1000, 20 calls | p50 {} | p99 {} |",
+        ms(percentile(&batch_latencies, 0.5)),
+        ms(percentile(&batch_latencies, 0.99))
+    );
+
+    // 6. Footprint.
+    let redis = redis::Client::open(format!("redis://127.0.0.1:{redis_port}")).unwrap();
+    let mut con = redis.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut con).await.unwrap();
+    let used: u64 =
+        info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let stored: u64 = redis::cmd("ZCARD").arg("pcs:partners").query_async(&mut con).await.unwrap();
+    println!(
+        "| footprint | Redis {:.1} MiB for {stored} partners: {:.0} B/partner, {:.0} B per event applied | bench process RSS (service + load generators) {:.0} MiB |",
+        used as f64 / (1 << 20) as f64,
+        used as f64 / stored.max(1) as f64,
+        used as f64 / (n + total) as f64,
+        rss_bytes() as f64 / (1 << 20) as f64
+    );
+
+    // 7. Day rollover: every partner is due on 2024-08-01 (the month changes).
+    let applier = pcs::ingest::Applier {
+        store: pcs::store::RedisStore::connect(
+            &format!("redis://127.0.0.1:{redis_port}"),
+            "pcs",
+            Duration::from_secs(5),
+        )
+        .unwrap(),
+        rules: Arc::new(pcs::rules::RuleBook::embedded()),
+        history_days: 400,
+        dedup_window_days: 7,
+    };
+    let started = Instant::now();
+    let changed = applier.roll_over(pcs::calendar::parse_date("2024-08-01").unwrap(), 1000).await.unwrap();
+    let rollover = started.elapsed();
+    println!(
+        "| day rollover to 2024-08-01 | {stored} partners re-evaluated in {:.1} s ({:.0}/s; 100k would take {:.1} s; target ≤ 30 s) | {} scores changed |",
+        rollover.as_secs_f64(),
+        stored as f64 / rollover.as_secs_f64(),
+        100_000.0 * rollover.as_secs_f64() / stored.max(1) as f64,
+        changed.len()
+    );
+    let _ = shutdown.send(());
+    let _ = service.await;
+}
