@@ -10,37 +10,19 @@ use pcs::proto::{self, partner_score_service_client::PartnerScoreServiceClient};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::free_port;
 
 const TOPIC: &str = "bench.events";
 const PARTITIONS: i32 = 6;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// ~90 % ACR lines over `partners` partners, 8 customers each, the 12 months to 2024-06.
@@ -143,37 +125,13 @@ async fn main() {
     let n = if smoke { 2_000 } else { env("PCS_BENCH_EVENTS", 1_000_000) };
     let partners = if smoke { 200 } else { env("PCS_BENCH_PARTNERS", 20_000) };
     let seconds = if smoke { 1 } else { env("PCS_BENCH_SECONDS", 10) };
-    let tansu = std::env::var("PCS_TANSU").unwrap_or_else(|_| format!("{}/.tools/tansu", env!("CARGO_MANIFEST_DIR")));
 
-    let redis_port = free_port();
-    let _redis = Killed(
-        Command::new("redis-server")
-            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/test installs it)"),
-    );
-    let kafka_port = free_port();
-    let url = format!("tcp://127.0.0.1:{kafka_port}");
-    let _tansu = Killed(
-        Command::new(&tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("tansu at {tansu}: {e} (scripts/test installs it)")),
-    );
-    wait_port(redis_port);
-    wait_port(kafka_port);
-    let bootstrap = format!("127.0.0.1:{kafka_port}");
+    // The same servers the tests use: a redis-server and tansu (or PCS_TEST_KAFKA) on free
+    // loopback ports, stopped on drop.
+    let redis_server = support::Redis::start();
+    let redis_port = redis_server.port;
+    let broker = support::Broker::start();
+    let bootstrap = broker.bootstrap.clone();
     let cluster = Cluster::new(&bootstrap);
     ensure_topics(
         &cluster,

@@ -10,7 +10,7 @@ mod support;
 use pcs::proto::{self, partner_score_service_client::PartnerScoreServiceClient};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use support::{Broker, Redis, free_port, produce_lines, spec_keys};
 use tonic::Code;
@@ -71,20 +71,12 @@ struct Serve {
 impl Serve {
     fn start(broker: &Broker, redis: &Redis, group: &str, batch: usize) -> Serve {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_pcs"))
-            .arg("serve")
-            .env("PCS_KAFKA_BROKERS", &broker.bootstrap)
-            .env("PCS_KAFKA_CONFIG", "session.timeout.ms=6000")
-            .env("PCS_REDIS_URL", redis.url())
-            .env("PCS_LISTEN", format!("127.0.0.1:{port}"))
-            .env("PCS_NOW", "2024-07-10")
+        let child = support::serve_command(broker, redis, port)
             .env("PCS_EVENTS_TOPIC", format!("{group}.events"))
             .env("PCS_SCORES_TOPIC", format!("{group}.scores"))
             .env("PCS_GROUP_ID", group)
             .env("PCS_BATCH_MAX_EVENTS", batch.to_string())
             .env("PCS_REDIS_TIMEOUT_MS", "1000")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         Serve { child, addr: format!("http://127.0.0.1:{port}") }

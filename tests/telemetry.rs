@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use pcs::proto;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{Broker, Redis, free_port};
@@ -75,19 +75,11 @@ async fn one_event_is_traced_end_to_end_and_freshness_is_exported() {
     let broker = Broker::start();
     let redis = Redis::start();
     let port = free_port();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_pcs"))
-        .arg("serve")
-        .env("PCS_KAFKA_BROKERS", &broker.bootstrap)
-        .env("PCS_KAFKA_CONFIG", "session.timeout.ms=6000")
-        .env("PCS_REDIS_URL", redis.url())
-        .env("PCS_LISTEN", format!("127.0.0.1:{port}"))
-        .env("PCS_NOW", "2024-07-10")
+    let mut serve = support::serve_command(&broker, &redis, port)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{otlp_port}"))
         .env("OTEL_SERVICE_NAME", "pcs-under-test")
         .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
         .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let addr = format!("http://127.0.0.1:{port}");

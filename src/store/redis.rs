@@ -78,6 +78,28 @@ impl RedisStore {
         format!("o:{}:{}", source.topic, source.partition)
     }
 
+    /// The first `limit` members of a sorted set between `min` and `max`.
+    async fn range(
+        &self,
+        command: &str,
+        key: String,
+        min: String,
+        max: String,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut connection = self.connection.clone();
+        redis::cmd(command)
+            .arg(key)
+            .arg(min)
+            .arg(max)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
     /// Runs a pipeline that calls scripts by hash, loading them first if Redis lost them
     /// (after a restart or SCRIPT FLUSH). Every command in these pipelines is safe to repeat.
     async fn query_with_scripts(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
@@ -198,31 +220,11 @@ impl StateStore for RedisStore {
 
     async fn list_partners(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         let start = if after.is_empty() { "-".to_owned() } else { format!("({after}") };
-        let mut connection = self.connection.clone();
-        redis::cmd("ZRANGEBYLEX")
-            .arg(self.partners_key())
-            .arg(start)
-            .arg("+")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)
+        self.range("ZRANGEBYLEX", self.partners_key(), start, "+".to_owned(), limit).await
     }
 
     async fn due(&self, day: NaiveDate, limit: usize) -> Result<Vec<String>, StoreError> {
-        let mut connection = self.connection.clone();
-        redis::cmd("ZRANGEBYSCORE")
-            .arg(self.due_key())
-            .arg("-inf")
-            .arg(day_number(day))
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)
+        self.range("ZRANGEBYSCORE", self.due_key(), "-inf".to_owned(), day_number(day).to_string(), limit).await
     }
 
     async fn reschedule(

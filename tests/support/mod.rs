@@ -192,6 +192,23 @@ impl Drop for Broker {
     }
 }
 
+/// `pcs serve` as a process against `broker` and `redis`, listening on `port`, as of
+/// 2024-07-10, with a short group session so a killed instance's partitions move quickly.
+/// Output is discarded; add settings with `.env(…)` before spawning.
+pub fn serve_command(broker: &Broker, redis: &Redis, port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pcs"));
+    command
+        .arg("serve")
+        .env("PCS_KAFKA_BROKERS", &broker.bootstrap)
+        .env("PCS_KAFKA_CONFIG", "session.timeout.ms=6000")
+        .env("PCS_REDIS_URL", redis.url())
+        .env("PCS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("PCS_NOW", "2024-07-10")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
 /// A configuration for one test's service: its own topics, group and Redis prefix.
 pub fn config(broker: &Broker, redis: &impl RedisUrl, name: &str, now: &str) -> ServeConfig {
     ServeConfig {
