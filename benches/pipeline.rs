@@ -347,6 +347,57 @@ async fn main() {
         100_000.0 * rollover.as_secs_f64() / stored.max(1) as f64,
         changed.len()
     );
+
+    // 8. A burst of bad input (issue 5): the good events alone, then the same number of good
+    // events each behind 50 undecodable ones (100k bad events at full size). Each round is
+    // timed from the moment a client starts producing (including its producer's start-up,
+    // as a real client pays it) until the last good event is applied.
+    let good_events = if smoke { 200 } else { 2_000 };
+    let alone = time_good_events(&bootstrap, &mut client, good_events, 0, "BA").await;
+    let with_burst = time_good_events(&bootstrap, &mut client, good_events, 50, "BB").await;
+    println!(
+        "| bad-event burst: {good_events} good events alone vs. each behind 50 bad ones | {} | {} | slowdown {:.2}× (target ≤ 2×) |",
+        ms(alone),
+        ms(with_burst),
+        with_burst.as_secs_f64() / alone.as_secs_f64()
+    );
+
     let _ = shutdown.send(());
     let _ = service.await;
+}
+
+/// Produces `good` ACR events over 100 partners named `{prefix}N`, each behind `bad_per_good`
+/// undecodable messages, and returns the time until the last partner has all of its events.
+async fn time_good_events(
+    bootstrap: &str,
+    client: &mut PartnerScoreServiceClient<tonic::transport::Channel>,
+    good: u64,
+    bad_per_good: u64,
+    prefix: &str,
+) -> Duration {
+    let lines: Vec<Vec<u8>> = (0..good)
+        .flat_map(|i| {
+            let line = format!(
+                r#"{{"type":"acr","event_id":"{prefix}{i}","partner_id":"{prefix}{}","customer_id":"C{}","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-06","amount_micros":"1000000"}}"#,
+                i % 100,
+                i / 100
+            );
+            (0..bad_per_good).map(move |j| format!("junk {i}.{j} is not an event").into_bytes()).chain([line.into_bytes()])
+        })
+        .collect();
+    let last = format!("{prefix}99");
+    let expected = (good / 100) as i64 * 1_000_000;
+    let started = Instant::now();
+    let producer: FutureProducer = Cluster::new(bootstrap).producer().create().unwrap();
+    send_lines(&producer, TOPIC, lines).await.unwrap();
+    loop {
+        let request = proto::GetScoreRequest { partner_id: last.clone(), as_of: None };
+        if let Ok(r) = client.get_score(request).await
+            && r.into_inner().score.is_some_and(|s| s.ttm_acr_micros == expected)
+        {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "good events not applied within 300 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

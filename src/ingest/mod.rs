@@ -256,16 +256,21 @@ impl<S: StateStore> Ingest<S> {
                 (events, letters)
             });
         let rejected_at_decode = letters.len();
-        if !letters.is_empty() {
-            self.dead_letters.send(letters).await?;
-        }
         let today = self.clock.today();
         let started = std::time::Instant::now();
-        let result = self
-            .applier
-            .apply(today, &events, &self.dead_letters)
-            .instrument(tracing::info_span!("pcs.apply", events = events.len(), applied = tracing::field::Empty))
-            .await?;
+        // Undecodable messages touch no partner state, so their dead letters are delivered
+        // while the good events are applied: a burst of bad input then costs the good events
+        // little. Both finish before the offsets are committed (the caller commits after this
+        // returns), so a crash in between replays the batch; nothing is lost.
+        let dead_lettered = async { if letters.is_empty() { Ok(()) } else { self.dead_letters.send(letters).await } };
+        let applied = self.applier.apply(today, &events, &self.dead_letters).instrument(tracing::info_span!(
+            "pcs.apply",
+            events = events.len(),
+            applied = tracing::field::Empty
+        ));
+        let (dead_lettered, applied) = tokio::join!(dead_lettered, applied);
+        dead_lettered?;
+        let result = applied?;
         m.apply_duration.record(started.elapsed().as_secs_f64(), &[]);
         self.publisher.publish(&result.changed).await?;
         if !result.replayed.is_empty() {
