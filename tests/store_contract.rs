@@ -137,8 +137,8 @@ async fn listing_and_the_due_index(store: impl StateStore) {
     assert_eq!(store.list_partners("B", 10).await.unwrap(), vec!["C"]);
     assert_eq!(store.due(day("2024-08-01"), 10).await.unwrap(), vec!["A", "B"]);
     // A due partner moves on; a later event can only move its day earlier.
-    store.reschedule("A", day("2024-08-01"), Some(day("2024-09-01"))).await.unwrap();
-    store.reschedule("B", day("2024-08-01"), None).await.unwrap();
+    let changes = [("A".to_owned(), Some(day("2024-09-01"))), ("B".to_owned(), None)];
+    store.reschedule(day("2024-08-01"), &changes).await.unwrap();
     assert_eq!(store.due(day("2024-08-31"), 10).await.unwrap(), Vec::<String>::new());
     store.write(&[write("C", 1, Some("2024-08-15"))]).await.unwrap();
     assert_eq!(store.due(day("2024-08-31"), 10).await.unwrap(), vec!["C"]);

@@ -245,6 +245,10 @@ impl<S: StateStore> Applier<S> {
     /// Re-evaluates partners whose score may have changed by `today` with no new event
     /// (a month rollover, a deployment ageing out, a certification expiring). Returns the
     /// scores that changed.
+    ///
+    /// A month boundary makes most partners due at once, so they are read, written and
+    /// rescheduled `batch` at a time, one round trip each: a round trip per partner would
+    /// bound the rollover by the network instead of the evaluation.
     pub async fn roll_over(&self, today: NaiveDate, batch: usize) -> Result<Vec<ScoreUpdate>, IngestError> {
         let mut changed = Vec::new();
         loop {
@@ -252,9 +256,61 @@ impl<S: StateStore> Applier<S> {
             if due.is_empty() {
                 return Ok(changed);
             }
-            for partner_id in due {
+            let requests: Vec<(String, Vec<SourcePartition>)> = due.into_iter().map(|p| (p, Vec::new())).collect();
+            let stored = self.store.load(&requests).await?;
+            // Indexed by a write that never landed: no partner to re-evaluate, only an entry
+            // to clear.
+            let mut rescheduled: Vec<(String, Option<NaiveDate>)> = Vec::new();
+            let mut writes = Vec::new();
+            let mut previous = Vec::new();
+            for ((partner_id, _), stored) in requests.into_iter().zip(stored) {
+                if stored.version == 0 {
+                    rescheduled.push((partner_id, None));
+                } else {
+                    previous.push(stored.score_fingerprint);
+                    writes.push(self.reevaluation(partner_id, stored, today));
+                }
+            }
+            let outcomes = if writes.is_empty() { Vec::new() } else { self.store.write(&writes).await? };
+            let mut contended = Vec::new();
+            for ((write, previous), outcome) in writes.into_iter().zip(previous).zip(outcomes) {
+                match outcome {
+                    WriteOutcome::Written { version } => {
+                        rescheduled.push((write.partner_id.clone(), write.next_change));
+                        if previous != Some(write.score_fingerprint) {
+                            changed.push(ScoreUpdate {
+                                partner_id: write.partner_id,
+                                score: write.score,
+                                version,
+                                oldest_event_ms: None,
+                            });
+                        }
+                    }
+                    WriteOutcome::Conflict => contended.push(write.partner_id),
+                }
+            }
+            self.store.reschedule(today, &rescheduled).await?;
+            // Partners an event wrote meanwhile: one at a time, with backoff.
+            for partner_id in contended {
                 changed.extend(self.reevaluate(&partner_id, today).await?);
             }
+        }
+    }
+
+    /// A partner's facts pruned and scored as of `today`, as a write conditional on the
+    /// version read.
+    fn reevaluation(&self, partner_id: String, stored: StoredPartner, today: NaiveDate) -> PartnerWrite {
+        let mut state: PartnerState = stored.state;
+        self.prune(&mut state, today);
+        let score = evaluate(&partner_id, &state, today, &self.rules);
+        PartnerWrite {
+            expected_version: stored.version,
+            state: state.encode(),
+            score: proto::PartnerScore::from(&score).encode_to_vec(),
+            score_fingerprint: score.fingerprint(),
+            offsets: Vec::new(),
+            next_change: next_change_after(&state, today, &self.rules),
+            partner_id,
         }
     }
 
@@ -262,29 +318,15 @@ impl<S: StateStore> Applier<S> {
         for round in 0..MAX_CONFLICT_ROUNDS {
             let stored = self.store.load(&[(partner_id.to_owned(), Vec::new())]).await?.remove(0);
             if stored.version == 0 {
-                // Indexed by a write that never landed: there is no partner to re-evaluate.
-                self.store.reschedule(partner_id, today, None).await?;
+                self.store.reschedule(today, &[(partner_id.to_owned(), None)]).await?;
                 return Ok(None);
             }
-            let mut state: PartnerState = stored.state;
-            self.prune(&mut state, today);
-            let score = evaluate(partner_id, &state, today, &self.rules);
-            let fingerprint = score.fingerprint();
-            let next_change = next_change_after(&state, today, &self.rules);
-            let write = PartnerWrite {
-                partner_id: partner_id.to_owned(),
-                expected_version: stored.version,
-                state: state.encode(),
-                score: proto::PartnerScore::from(&score).encode_to_vec(),
-                score_fingerprint: fingerprint,
-                offsets: Vec::new(),
-                next_change,
-            };
+            let previous = stored.score_fingerprint;
+            let write = self.reevaluation(partner_id.to_owned(), stored, today);
             match self.store.write(std::slice::from_ref(&write)).await?.first() {
                 Some(WriteOutcome::Written { version }) => {
-                    self.store.reschedule(partner_id, today, next_change).await?;
-                    let changed = stored.score_fingerprint != Some(fingerprint);
-                    return Ok(changed.then(|| ScoreUpdate {
+                    self.store.reschedule(today, &[(partner_id.to_owned(), write.next_change)]).await?;
+                    return Ok((previous != Some(write.score_fingerprint)).then(|| ScoreUpdate {
                         partner_id: partner_id.to_owned(),
                         score: write.score,
                         version: *version,

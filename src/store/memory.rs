@@ -106,22 +106,19 @@ impl StateStore for MemoryStore {
         Ok(due.into_iter().take(limit).map(|(_, p)| p.clone()).collect())
     }
 
-    async fn reschedule(
-        &self,
-        partner_id: &str,
-        today: NaiveDate,
-        next_change: Option<NaiveDate>,
-    ) -> Result<(), StoreError> {
+    async fn reschedule(&self, today: NaiveDate, changes: &[(String, Option<NaiveDate>)]) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let current = inner.due.get(partner_id).copied();
-        match (next_change, current) {
-            (None, Some(c)) if c <= today => {
-                inner.due.remove(partner_id);
+        for (partner_id, next_change) in changes {
+            let current = inner.due.get(partner_id).copied();
+            match (*next_change, current) {
+                (None, Some(c)) if c <= today => {
+                    inner.due.remove(partner_id);
+                }
+                (Some(next), c) if c.is_none_or(|c| c <= today || next < c) => {
+                    inner.due.insert(partner_id.clone(), next);
+                }
+                _ => {}
             }
-            (Some(next), c) if c.is_none_or(|c| c <= today || next < c) => {
-                inner.due.insert(partner_id.to_owned(), next);
-            }
-            _ => {}
         }
         Ok(())
     }

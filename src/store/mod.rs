@@ -98,12 +98,11 @@ pub trait StateStore: Clone + Send + Sync + 'static {
     /// Up to `limit` partners whose score may change on or before `day` without an event.
     fn due(&self, day: NaiveDate, limit: usize) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
-    /// Sets (or clears) a partner's next change day after it was re-evaluated for the
-    /// rollover to `today`.
+    /// Sets (or clears) partners' next change days after they were re-evaluated for the
+    /// rollover to `today`: `(partner_id, next_change)` pairs, in one round trip.
     fn reschedule(
         &self,
-        partner_id: &str,
         today: NaiveDate,
-        next_change: Option<NaiveDate>,
+        changes: &[(String, Option<NaiveDate>)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

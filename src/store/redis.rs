@@ -227,21 +227,21 @@ impl StateStore for RedisStore {
         self.range("ZRANGEBYSCORE", self.due_key(), "-inf".to_owned(), day_number(day).to_string(), limit).await
     }
 
-    async fn reschedule(
-        &self,
-        partner_id: &str,
-        today: NaiveDate,
-        next_change: Option<NaiveDate>,
-    ) -> Result<(), StoreError> {
+    async fn reschedule(&self, today: NaiveDate, changes: &[(String, Option<NaiveDate>)]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
-        pipe.cmd("EVALSHA")
-            .arg(self.reschedule.get_hash())
-            .arg(1)
-            .arg(self.due_key())
-            .arg(day_number(today))
-            .arg(next_change.map(|d| day_number(d).to_string()).unwrap_or_default())
-            .arg(partner_id)
-            .ignore();
+        for (partner_id, next_change) in changes {
+            pipe.cmd("EVALSHA")
+                .arg(self.reschedule.get_hash())
+                .arg(1)
+                .arg(self.due_key())
+                .arg(day_number(today))
+                .arg(next_change.map(|d| day_number(d).to_string()).unwrap_or_default())
+                .arg(partner_id)
+                .ignore();
+        }
         self.query_with_scripts(&pipe).await.map(drop)
     }
 }
