@@ -27,6 +27,17 @@ pub struct ServeConfig {
     #[arg(long, env = "PCS_REDIS_URL", value_name = "URL")]
     #[serde(skip)]
     pub redis_url: Option<String>,
+    /// Redis Cluster seed nodes (comma-separated `redis://[user:password@]host:port`), instead
+    /// of --redis-url: partners spread over the cluster's shards by their hash tag.
+    #[arg(
+        long,
+        env = "PCS_REDIS_CLUSTER_NODES",
+        value_delimiter = ',',
+        value_name = "URLS",
+        conflicts_with = "redis_url"
+    )]
+    #[serde(skip)]
+    pub redis_cluster_nodes: Vec<String>,
     /// Load the bundled demo dataset at start-up (and, without --now, score as of its date).
     #[arg(long, env = "PCS_DEMO")]
     pub demo: bool,
@@ -60,9 +71,32 @@ pub struct ServeConfig {
     /// Replication factor of created topics (-1: the broker's default).
     #[arg(long, env = "PCS_REPLICATION_FACTOR", default_value_t = -1, allow_negative_numbers = true)]
     pub replication_factor: i32,
-    /// gRPC listen address.
+    /// gRPC listen address. Without authentication (--jwks or --tls-client-ca) only a
+    /// loopback address is accepted, unless --insecure.
     #[arg(long, env = "PCS_LISTEN", default_value = "127.0.0.1:50051", value_name = "ADDR")]
     pub listen: SocketAddr,
+    /// Allow listening on a non-loopback address with no authentication (logs a warning).
+    #[arg(long, env = "PCS_INSECURE")]
+    pub insecure: bool,
+    /// Serve gRPC over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "PCS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, env = "PCS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: only clients with a certificate issued by this CA (PEM) are served.
+    #[arg(long, env = "PCS_TLS_CLIENT_CA", value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Require a bearer JWT (RS256/ES256) verified with the keys of this JWKS file, which is
+    /// re-read when it changes. Needs --jwt-issuer and --jwt-audience.
+    #[arg(long, env = "PCS_JWKS", value_name = "FILE", requires_all = ["jwt_issuer", "jwt_audience"])]
+    pub jwks: Option<PathBuf>,
+    /// The `iss` every token must carry.
+    #[arg(long, env = "PCS_JWT_ISSUER", value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+    /// The `aud` every token must carry.
+    #[arg(long, env = "PCS_JWT_AUDIENCE", value_name = "AUD")]
+    pub jwt_audience: Option<String>,
     /// Fix "today" (YYYY-MM-DD) instead of the UTC date: for tests and backfills.
     #[arg(long, env = "PCS_NOW", value_name = "YYYY-MM-DD", value_parser = date_arg)]
     pub now: Option<NaiveDate>,
@@ -164,10 +198,36 @@ impl ServeConfig {
         if self.watch_buffer < 1 {
             return fail("--watch-buffer must be at least 1".into());
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return fail("--tls-cert and --tls-key go together".into());
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return fail("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key".into());
+        }
+        if self.jwks.is_some() && (self.jwt_issuer.is_none() || self.jwt_audience.is_none()) {
+            return fail(
+                "--jwks needs --jwt-issuer and --jwt-audience (tokens for other services must not pass)".into(),
+            );
+        }
+        if !self.authenticates() && !self.listen.ip().is_loopback() && !self.insecure {
+            return fail(format!(
+                "--listen {} is not a loopback address and no authentication is configured: \
+                 give --jwks (and --jwt-issuer, --jwt-audience) or --tls-client-ca, or --insecure to serve anyone",
+                self.listen
+            ));
+        }
+        if self.redis_url.is_some() && !self.redis_cluster_nodes.is_empty() {
+            return fail("give --redis-url or --redis-cluster-nodes, not both".into());
+        }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}']) {
             return fail("--redis-prefix must be non-empty and free of { }".into());
         }
         Ok(())
+    }
+
+    /// Whether callers must prove who they are (a bearer JWT or a client certificate).
+    pub fn authenticates(&self) -> bool {
+        self.jwks.is_some() || self.tls_client_ca.is_some()
     }
 
     /// `--kafka-config` as (key, value) pairs.
@@ -197,6 +257,27 @@ impl ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn serve_args(args: &[&str]) -> ServeConfig {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeConfig,
+        }
+        <Cli as clap::Parser>::try_parse_from(std::iter::once("pcs").chain(args.iter().copied())).unwrap().serve
+    }
+
+    #[test]
+    fn only_loopback_without_authentication_unless_insecure() {
+        assert!(serve_args(&[]).validate().is_ok());
+        let open = serve_args(&["--listen", "0.0.0.0:50051"]).validate().unwrap_err().to_string();
+        assert!(open.contains("--insecure") && open.contains("--jwks"), "{open}");
+        assert!(serve_args(&["--listen", "0.0.0.0:50051", "--insecure"]).validate().is_ok());
+        let jwt = ["--listen", "0.0.0.0:50051", "--jwks", "k.json", "--jwt-issuer", "i", "--jwt-audience", "a"];
+        assert!(serve_args(&jwt).validate().is_ok());
+        let mtls = ["--listen", "[::]:50051", "--tls-cert", "c", "--tls-key", "k", "--tls-client-ca", "ca"];
+        assert!(serve_args(&mtls).validate().is_ok());
+    }
 
     #[test]
     fn secrets_are_redacted() {

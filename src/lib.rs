@@ -4,6 +4,7 @@
 //! state and scores it under [`rules`]; [`cli`] is the command line over all of it.
 
 pub mod api;
+pub mod auth;
 pub mod calendar;
 pub mod cli;
 pub mod clock;

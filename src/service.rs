@@ -3,6 +3,7 @@
 //! its own work, the caller waits for all of them).
 
 use crate::api::{MAX_REQUEST_BYTES, ScoreApi};
+use crate::auth::{AuthError, Authenticator};
 use crate::calendar::parse_date;
 use crate::clock::Clock;
 use crate::config::{ConfigError, ServeConfig};
@@ -21,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::sleep;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -41,6 +42,10 @@ pub enum ServiceError {
     IngestStopped,
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("TLS file {path}: {message}")]
+    Tls { path: String, message: String },
 }
 
 /// How long shutdown waits for the in-flight batch before giving up on it (its offsets are
@@ -96,6 +101,11 @@ pub async fn serve(mut config: ServeConfig, shutdown: broadcast::Sender<()>) -> 
         }
     };
     let result = match config.redis_url.clone() {
+        None if !config.redis_cluster_nodes.is_empty() => {
+            let store =
+                RedisStore::connect_cluster(&config.redis_cluster_nodes, &config.redis_prefix, config.redis_timeout())?;
+            run(&config, &cluster, store, rules, shutdown).await
+        }
         Some(url) => {
             run(
                 &config,
@@ -194,10 +204,19 @@ async fn run<S: StateStore>(
         watchers: Arc::new(tokio::sync::Semaphore::new(config.max_watchers)),
         max_watchers: config.max_watchers,
         shutdown: shutdown.clone(),
+        auth: authenticator(config, shutdown.subscribe())?,
     };
     let mut stop = shutdown.subscribe();
-    tracing::info!(listen = %config.listen, "gRPC listening");
-    Server::builder()
+    tracing::info!(listen = %config.listen, tls = config.tls_cert.is_some(), mutual_tls = config.tls_client_ca.is_some(), bearer_tokens = api.auth.is_some(), "gRPC listening");
+    if !config.authenticates() && !config.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.listen, "--insecure: serving every partner's score to anyone who can reach this address");
+    }
+    let mut server = Server::builder();
+    if let Some(tls) = tls_config(config)? {
+        server =
+            server.tls_config(tls).map_err(|source| ServiceError::Grpc { addr: config.listen.to_string(), source })?;
+    }
+    server
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -217,6 +236,46 @@ async fn run<S: StateStore>(
     }
     tracing::info!("pcs stopped");
     Ok(())
+}
+
+/// The bearer-token checker, and a task that re-reads the JWKS file when it changes.
+fn authenticator(
+    config: &ServeConfig,
+    mut shutdown: broadcast::Receiver<()>,
+) -> Result<Option<Arc<Authenticator>>, ServiceError> {
+    let (Some(path), Some(issuer), Some(audience)) = (&config.jwks, &config.jwt_issuer, &config.jwt_audience) else {
+        return Ok(None);
+    };
+    let auth = Arc::new(Authenticator::load(path, issuer, audience)?);
+    let watched = auth.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.recv() => return,
+                _ = sleep(JWKS_CHECK_INTERVAL) => watched.reload_if_changed(),
+            }
+        }
+    });
+    Ok(Some(auth))
+}
+
+/// How often the JWKS file is checked for a change (a stat; it is re-read only if changed).
+const JWKS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The server's TLS settings: its certificate and, for mutual TLS, the CA client
+/// certificates must come from (clients without one are refused in the handshake).
+fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>, ServiceError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| ServiceError::Tls { path: path.display().to_string(), message: e.to_string() })
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
 }
 
 /// Serving only while the store answers and the consumer has its partitions.

@@ -7,7 +7,7 @@ use pcs::proto;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use support::{Broker, Redis, Service, config, golden_dir, produce_lines, read_topic, spec_keys};
+use support::{Broker, Redis, RedisCluster, Service, config, golden_dir, produce_lines, read_topic, spec_keys};
 use tokio::task::JoinSet;
 use tonic::Code;
 
@@ -47,7 +47,14 @@ async fn wait_for_reports(
     }
 }
 
-async fn golden_vector(broker_bootstrap: String, redis_url: String, name: String) -> Result<(), String> {
+/// Where a test service keeps its state.
+#[derive(Clone)]
+enum StateAt {
+    Redis(String),
+    Cluster(Vec<String>),
+}
+
+async fn golden_vector(broker_bootstrap: String, state: StateAt, name: String) -> Result<(), String> {
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(golden_dir().join(format!("{name}.expected.json"))).unwrap())
             .unwrap();
@@ -55,7 +62,15 @@ async fn golden_vector(broker_bootstrap: String, redis_url: String, name: String
     let as_of = expected["as_of"].as_str().unwrap();
     let topic_name = format!("golden-{}", name.replace('_', "-"));
     let broker = Broker::external(&broker_bootstrap);
-    let mut cfg = config(&broker, &Redis::external(&redis_url), &topic_name, as_of);
+    let mut cfg = match &state {
+        StateAt::Redis(url) => config(&broker, &Redis::external(url), &topic_name, as_of),
+        StateAt::Cluster(nodes) => {
+            let mut cfg = config(&broker, &Redis::external("unused"), &format!("{topic_name}-cluster"), as_of);
+            cfg.redis_url = None;
+            cfg.redis_cluster_nodes = nodes.clone();
+            cfg
+        }
+    };
     cfg.events_partitions = 3;
     let service = Service::start(cfg).await;
     produce_lines(service.config.kafka_brokers.as_deref().unwrap(), &service.config.events_topic, &text).await;
@@ -101,8 +116,25 @@ async fn golden_vector(broker_bootstrap: String, redis_url: String, name: String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_golden_vector_end_to_end() {
-    let broker = Broker::start();
     let redis = Redis::start();
+    every_golden_vector(StateAt::Redis(redis.url())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_golden_vector_end_to_end_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    every_golden_vector(StateAt::Cluster(cluster.urls())).await;
+    // The partners really are spread over the shards.
+    for node in &cluster.nodes {
+        let keys =
+            std::process::Command::new("redis-cli").args(["-p", &node.port.to_string(), "dbsize"]).output().unwrap();
+        let keys: u64 = String::from_utf8_lossy(&keys.stdout).trim().parse().unwrap();
+        assert!(keys > 0, "a master holds no keys");
+    }
+}
+
+async fn every_golden_vector(state: StateAt) {
+    let broker = Broker::start();
     let mut names: Vec<String> = std::fs::read_dir(golden_dir())
         .unwrap()
         .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".expected.json").map(str::to_owned))
@@ -111,7 +143,7 @@ async fn every_golden_vector_end_to_end() {
     assert!(names.len() >= 17);
     let mut tasks = JoinSet::new();
     for name in names {
-        tasks.spawn(golden_vector(broker.bootstrap.clone(), redis.url(), name));
+        tasks.spawn(golden_vector(broker.bootstrap.clone(), state.clone(), name));
     }
     let mut failures = Vec::new();
     while let Some(result) = tasks.join_next().await {

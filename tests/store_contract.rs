@@ -1,5 +1,6 @@
-//! The store contract, run against the Redis store (a real redis-server) and the in-memory
-//! store of the playground, and the exactly-once apply logic on top of each.
+//! The store contract, run against the Redis store (a real redis-server, and a real local
+//! Redis Cluster of three masters) and the in-memory store of the playground, and the
+//! exactly-once apply logic on top of each.
 
 mod support;
 
@@ -9,7 +10,7 @@ use pcs::rules::RuleBook;
 use pcs::store::{MemoryStore, PartnerWrite, RedisStore, SourcePartition, StateStore, WriteOutcome};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::Redis;
+use support::{Redis, RedisCluster};
 
 fn day(s: &str) -> chrono::NaiveDate {
     pcs::calendar::parse_date(s).unwrap()
@@ -27,6 +28,13 @@ macro_rules! contract {
             async fn redis() {
                 let redis = super::Redis::start();
                 super::$check(super::store(&redis, "c")).await;
+            }
+
+            #[tokio::test]
+            async fn redis_cluster() {
+                let cluster = super::RedisCluster::start();
+                let store = super::RedisStore::connect_cluster(&cluster.urls(), "c", std::time::Duration::from_secs(2));
+                super::$check(store.unwrap()).await;
             }
 
             #[tokio::test]

@@ -4,6 +4,7 @@ mod status;
 
 pub use status::{ApiError, RESUME_CURSOR};
 
+use crate::auth::{Authenticator, Caller, Partners, Scope};
 use crate::calendar::parse_date;
 use crate::clock::Clock;
 use crate::engine::evaluate;
@@ -41,6 +42,9 @@ pub struct ScoreApi<S> {
     pub watchers: Arc<tokio::sync::Semaphore>,
     pub max_watchers: usize,
     pub shutdown: broadcast::Sender<()>,
+    /// Bearer-token checks; `None` when the service runs without (loopback, mTLS only, or
+    /// --insecure).
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ApiError {
@@ -78,8 +82,14 @@ impl Drop for WatcherSlot {
 }
 
 impl<S: StateStore> ScoreApi<S> {
-    async fn get_score(&self, request: proto::GetScoreRequest) -> Result<proto::GetScoreResponse, ApiError> {
+    async fn get_score(
+        &self,
+        request: proto::GetScoreRequest,
+        caller: Caller,
+    ) -> Result<proto::GetScoreResponse, ApiError> {
         partner_id("partner_id", &request.partner_id)?;
+        // Before any lookup: a forbidden partner gets the same answer whether it exists or not.
+        caller.require_all([&request.partner_id])?;
         let today = self.clock.today();
         let as_of = match request.as_of.as_deref() {
             None | Some("") => None,
@@ -115,6 +125,7 @@ impl<S: StateStore> ScoreApi<S> {
     async fn batch_get(
         &self,
         request: proto::BatchGetScoresRequest,
+        caller: Caller,
     ) -> Result<proto::BatchGetScoresResponse, ApiError> {
         if request.partner_ids.len() > MAX_BATCH {
             return Err(ApiError::TooMany(format!(
@@ -127,6 +138,7 @@ impl<S: StateStore> ScoreApi<S> {
         for id in &ids {
             partner_id("partner_ids", id)?;
         }
+        caller.require_all(&ids)?;
         let stored = self.store.scores(&ids).await?;
         let mut response = proto::BatchGetScoresResponse::default();
         for (id, score) in ids.into_iter().zip(stored) {
@@ -138,7 +150,25 @@ impl<S: StateStore> ScoreApi<S> {
         Ok(response)
     }
 
-    async fn list(&self, request: proto::ListScoresRequest) -> Result<proto::ListScoresResponse, ApiError> {
+    /// Up to `limit` partner ids after `after` that the caller may see, in byte order. A
+    /// caller limited to some partners pages through its own list (ids without a score are
+    /// skipped by the caller of this), never through the store's.
+    async fn next_ids(&self, caller: &Caller, after: &str, limit: usize) -> Result<Vec<String>, ApiError> {
+        match &caller.partners {
+            Partners::All => Ok(self.store.list_partners(after, limit).await?),
+            Partners::Only(allowed) => {
+                let mut ids: Vec<&String> = allowed.iter().filter(|id| id.as_str() > after).collect();
+                ids.sort();
+                Ok(ids.into_iter().take(limit).cloned().collect())
+            }
+        }
+    }
+
+    async fn list(
+        &self,
+        request: proto::ListScoresRequest,
+        caller: Caller,
+    ) -> Result<proto::ListScoresResponse, ApiError> {
         let page_size = match request.page_size {
             0 => DEFAULT_PAGE,
             n if n < 0 || n as usize > MAX_PAGE => {
@@ -180,7 +210,7 @@ impl<S: StateStore> ScoreApi<S> {
         let mut scanned = 0;
         let mut response = proto::ListScoresResponse::default();
         while response.scores.len() < page_size && scanned < scan_limit {
-            let ids = self.store.list_partners(&after, page_size - response.scores.len()).await?;
+            let ids = self.next_ids(&caller, &after, page_size - response.scores.len()).await?;
             if ids.is_empty() {
                 return Ok(response);
             }
@@ -200,15 +230,19 @@ impl<S: StateStore> ScoreApi<S> {
         Ok(response)
     }
 
-    async fn watch(&self, request: proto::WatchScoresRequest) -> Result<WatchStream, ApiError> {
+    async fn watch(&self, request: proto::WatchScoresRequest, caller: Caller) -> Result<WatchStream, ApiError> {
         let wanted: Option<HashSet<String>> = match (request.all, request.partner_ids.is_empty()) {
-            (true, true) => None,
+            (true, true) => {
+                caller.require_every_partner()?;
+                None
+            }
             (true, false) => return Err(invalid("partner_ids", "give partner_ids or all, not both")),
             (false, true) => return Err(invalid("partner_ids", "name at least one partner, or set all")),
             (false, false) => {
                 for id in &request.partner_ids {
                     partner_id("partner_ids", id)?;
                 }
+                caller.require_all(&request.partner_ids)?;
                 Some(request.partner_ids.into_iter().collect())
             }
         };
@@ -301,11 +335,14 @@ impl opentelemetry::propagation::Extractor for MetadataExtractor<'_> {
     }
 }
 
-/// Runs one RPC in a server span (`rpc.*` attributes), continuing the caller's trace.
+/// Runs one RPC in a server span (`rpc.*` attributes), continuing the caller's trace, for a
+/// caller holding `scope` (checked first, when authentication is on).
 async fn traced<T, R>(
     method: &'static str,
+    auth: Option<&Authenticator>,
+    scope: Scope,
     request: Request<T>,
-    handle: impl AsyncFnOnce(T) -> Result<R, ApiError>,
+    handle: impl AsyncFnOnce(T, Caller) -> Result<R, ApiError>,
 ) -> Result<Response<R>, Status> {
     use tracing::Instrument;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -322,7 +359,15 @@ async fn traced<T, R>(
     let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&MetadataExtractor(request.metadata())));
     let _ = span.set_parent(parent);
     crate::telemetry::record_trace_id(&span);
-    let result = handle(request.into_inner()).instrument(span.clone()).await.map_err(Status::from);
+    let caller = match auth {
+        None => Ok(Caller::unrestricted()),
+        Some(auth) => auth.verify(request.metadata(), scope),
+    };
+    let result = match caller {
+        Ok(caller) => handle(request.into_inner(), caller).instrument(span.clone()).await,
+        Err(e) => Err(e.into()),
+    }
+    .map_err(Status::from);
     span.record("rpc.grpc.status_code", result.as_ref().err().map_or(0, |s| s.code() as i32));
     result.map(Response::new)
 }
@@ -333,21 +378,22 @@ impl<S: StateStore> PartnerScoreService for ScoreApi<S> {
         &self,
         request: Request<proto::GetScoreRequest>,
     ) -> Result<Response<proto::GetScoreResponse>, Status> {
-        traced("GetScore", request, async |r| self.get_score(r).await).await
+        traced("GetScore", self.auth.as_deref(), Scope::Read, request, async |r, c| self.get_score(r, c).await).await
     }
 
     async fn batch_get_scores(
         &self,
         request: Request<proto::BatchGetScoresRequest>,
     ) -> Result<Response<proto::BatchGetScoresResponse>, Status> {
-        traced("BatchGetScores", request, async |r| self.batch_get(r).await).await
+        traced("BatchGetScores", self.auth.as_deref(), Scope::Read, request, async |r, c| self.batch_get(r, c).await)
+            .await
     }
 
     async fn list_scores(
         &self,
         request: Request<proto::ListScoresRequest>,
     ) -> Result<Response<proto::ListScoresResponse>, Status> {
-        traced("ListScores", request, async |r| self.list(r).await).await
+        traced("ListScores", self.auth.as_deref(), Scope::List, request, async |r, c| self.list(r, c).await).await
     }
 
     type WatchScoresStream = WatchStream;
@@ -356,6 +402,6 @@ impl<S: StateStore> PartnerScoreService for ScoreApi<S> {
         &self,
         request: Request<proto::WatchScoresRequest>,
     ) -> Result<Response<Self::WatchScoresStream>, Status> {
-        traced("WatchScores", request, async |r| self.watch(r).await).await
+        traced("WatchScores", self.auth.as_deref(), Scope::Watch, request, async |r, c| self.watch(r, c).await).await
     }
 }

@@ -1,5 +1,6 @@
 //! Every error a read can meet, mapped to a gRPC status in one place.
 
+use crate::auth::AuthError;
 use crate::feed::Cursor;
 use crate::kafka::KafkaError;
 use crate::proto::MalformedScore;
@@ -25,6 +26,8 @@ pub enum ApiError {
     Feed(#[from] KafkaError),
     #[error("as_of {as_of} is before the retained history, which starts on {history_start}")]
     BeforeHistory { as_of: String, history_start: String },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("watcher fell more than {buffer} changes behind; resume with the cursor in {RESUME_CURSOR}")]
     Lagged { buffer: usize, cursor: Cursor },
 }
@@ -39,6 +42,9 @@ impl From<ApiError> for Status {
             ApiError::Store(_) | ApiError::Malformed(_) => Code::Internal,
             ApiError::BeforeHistory { .. } => Code::OutOfRange,
             ApiError::Lagged { .. } => Code::Aborted,
+            ApiError::Auth(AuthError::MissingToken | AuthError::InvalidToken(_)) => Code::Unauthenticated,
+            ApiError::Auth(AuthError::MissingScope(_) | AuthError::Forbidden(_)) => Code::PermissionDenied,
+            ApiError::Auth(AuthError::Jwks { .. }) => Code::Internal,
         };
         let mut status = Status::new(code, e.to_string());
         if let ApiError::Lagged { cursor, .. } = &e

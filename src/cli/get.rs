@@ -1,8 +1,9 @@
 //! `pcs get`: partners' scores from a running service, as spec §7 JSON lines.
 
+use super::endpoint::Endpoint;
 use crate::config::date_arg;
 use crate::engine::PartnerScore;
-use crate::proto::{self, partner_score_service_client::PartnerScoreServiceClient};
+use crate::proto;
 use anyhow::Context;
 use chrono::NaiveDate;
 use std::io::Write;
@@ -14,18 +15,15 @@ pub struct Args {
     /// Partner ids.
     #[arg(required = true, value_name = "PARTNER")]
     partners: Vec<String>,
-    /// The service's gRPC address.
-    #[arg(long, env = "PCS_ADDR", default_value = "http://127.0.0.1:50051", value_name = "URL")]
-    addr: String,
+    #[command(flatten)]
+    endpoint: Endpoint,
     /// Score on this day instead of the current score.
     #[arg(long, value_name = "YYYY-MM-DD", value_parser = date_arg)]
     as_of: Option<NaiveDate>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut client = PartnerScoreServiceClient::connect(args.addr.clone())
-        .await
-        .with_context(|| format!("cannot connect to {}", args.addr))?;
+    let mut client = args.endpoint.client().await?;
     let mut missing = false;
     for partner_id in args.partners {
         let request =

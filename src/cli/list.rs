@@ -1,16 +1,15 @@
 //! `pcs list`: every partner's score from a running service, one JSON line each.
 
+use super::endpoint::Endpoint;
 use crate::engine::PartnerScore;
-use crate::proto::{self, partner_score_service_client::PartnerScoreServiceClient};
-use anyhow::Context;
+use crate::proto;
 use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The service's gRPC address.
-    #[arg(long, env = "PCS_ADDR", default_value = "http://127.0.0.1:50051", value_name = "URL")]
-    addr: String,
+    #[command(flatten)]
+    endpoint: Endpoint,
     /// Only partners with this designation (DATA_AI, DIGITAL_APP_INNOVATION, INFRASTRUCTURE).
     #[arg(long, value_name = "DESIGNATION")]
     designation: Option<String>,
@@ -20,9 +19,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut client = PartnerScoreServiceClient::connect(args.addr.clone())
-        .await
-        .with_context(|| format!("cannot connect to {}", args.addr))?;
+    let mut client = args.endpoint.client().await?;
     let mut page_token = String::new();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -1,7 +1,9 @@
 //! The command line: one file per subcommand. Errors are printed once, here.
 
 mod demo_data;
+mod endpoint;
 mod get;
+mod health;
 mod list;
 mod produce;
 mod score;
@@ -41,6 +43,8 @@ enum Command {
     Produce(produce::Args),
     /// Follow score changes live (WatchScores), one JSON line per change.
     Watch(watch::Args),
+    /// Ask a running service whether it is serving (exit 0) or not (exit 1): gRPC health.
+    Health(health::Args),
     /// Print the demo dataset that `serve --demo` loads (JSON Lines).
     DemoData(demo_data::Args),
 }
@@ -71,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::List(args) => runtime().and_then(|rt| rt.block_on(list::run(args))),
         Command::Produce(args) => runtime().and_then(|rt| rt.block_on(produce::run(args))),
         Command::Watch(args) => runtime().and_then(|rt| rt.block_on(watch::run(args))),
+        Command::Health(args) => runtime().and_then(|rt| rt.block_on(health::run(args))),
         Command::DemoData(args) => demo_data::run(args),
     };
     match result {

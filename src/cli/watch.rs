@@ -1,7 +1,8 @@
 //! `pcs watch`: follows score changes live (WatchScores), one JSON line per change.
 
+use super::endpoint::Endpoint;
 use crate::engine::PartnerScore;
-use crate::proto::{self, partner_score_service_client::PartnerScoreServiceClient};
+use crate::proto;
 use anyhow::Context;
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,9 +12,8 @@ pub struct Args {
     /// Partners to watch; none watches every partner.
     #[arg(value_name = "PARTNER")]
     partners: Vec<String>,
-    /// The service's gRPC address.
-    #[arg(long, env = "PCS_ADDR", default_value = "http://127.0.0.1:50051", value_name = "URL")]
-    addr: String,
+    #[command(flatten)]
+    endpoint: Endpoint,
     /// Resume right after this cursor (from an earlier change's "cursor").
     #[arg(long, value_name = "CURSOR")]
     resume: Option<String>,
@@ -23,9 +23,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut client = PartnerScoreServiceClient::connect(args.addr.clone())
-        .await
-        .with_context(|| format!("cannot connect to {}", args.addr))?;
+    let mut client = args.endpoint.client().await?;
     let request = proto::WatchScoresRequest {
         all: args.partners.is_empty(),
         partner_ids: args.partners,

@@ -6,8 +6,12 @@ use super::{PartnerWrite, SourcePartition, StateStore, StoreError, StoredPartner
 use crate::engine::PartnerState;
 use chrono::{Datelike, NaiveDate};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Pipeline, Script, Value};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, RedisResult, Script, Value};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OnceCell;
 
 const COMMIT: &str = include_str!("commit.lua");
 
@@ -26,9 +30,61 @@ end
 return 0
 "#;
 
+/// One Redis node, or a Redis Cluster. Every command names at most one partner's keys, and
+/// a partner's keys share a hash tag, so any single command lands on one slot. What differs
+/// is batching: a single node takes a batch as one pipeline; a cluster pipeline must stay in
+/// one slot, so there the batch's commands are sent concurrently over the cluster
+/// connection (which multiplexes them per node).
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster { client: ClusterClient, connection: Arc<OnceCell<ClusterConnection>> },
+}
+
+impl Connection {
+    /// The cluster connection, made on first use (pcs starts while Redis is down) and kept:
+    /// it follows slot moves and reconnects to nodes by itself.
+    async fn cluster(
+        client: &ClusterClient,
+        connection: &OnceCell<ClusterConnection>,
+    ) -> RedisResult<ClusterConnection> {
+        connection.get_or_try_init(|| client.get_async_connection()).await.cloned()
+    }
+
+    async fn query<T: FromRedisValue>(&self, command: &Cmd) -> RedisResult<T> {
+        match self {
+            Connection::Single(c) => command.query_async(&mut c.clone()).await,
+            Connection::Cluster { client, connection } => {
+                command.query_async(&mut Self::cluster(client, connection).await?).await
+            }
+        }
+    }
+
+    /// Runs `commands`, one reply each, in order.
+    async fn run(&self, commands: Vec<Cmd>) -> RedisResult<Vec<Value>> {
+        match self {
+            Connection::Single(c) => {
+                let mut pipe = redis::pipe();
+                for command in commands {
+                    pipe.add_command(command);
+                }
+                pipe.query_async(&mut c.clone()).await
+            }
+            Connection::Cluster { client, connection } => {
+                let connection = Self::cluster(client, connection).await?;
+                futures_util::future::try_join_all(commands.into_iter().map(|command| {
+                    let mut connection = connection.clone();
+                    async move { command.query_async::<Value>(&mut connection).await }
+                }))
+                .await
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: String,
     commit: Script,
     reschedule: Script,
@@ -43,9 +99,9 @@ fn day_number(day: NaiveDate) -> i64 {
 }
 
 impl RedisStore {
-    /// Sets up the connection, which is made on first use and remade after every failure:
-    /// pcs starts (not serving) while Redis is down. `timeout` bounds every command, so
-    /// callers get an error promptly while Redis is down instead of hanging.
+    /// Sets up the connection to one Redis, made on first use and remade after every
+    /// failure: pcs starts (not serving) while Redis is down. `timeout` bounds every
+    /// command, so callers get an error promptly while Redis is down instead of hanging.
     pub fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
@@ -54,12 +110,26 @@ impl RedisStore {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
         let connection = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
-        Ok(RedisStore {
+        Ok(RedisStore::with(Connection::Single(connection), prefix))
+    }
+
+    /// Sets up a Redis Cluster connection from seed nodes (any reachable one will do).
+    pub fn connect_cluster(nodes: &[String], prefix: &str, timeout: Duration) -> Result<RedisStore, StoreError> {
+        let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("bad Redis Cluster nodes: {e}")))?;
+        Ok(RedisStore::with(Connection::Cluster { client, connection: Arc::new(OnceCell::new()) }, prefix))
+    }
+
+    fn with(connection: Connection, prefix: &str) -> RedisStore {
+        RedisStore {
             connection,
             prefix: prefix.to_owned(),
             commit: Script::new(COMMIT),
             reschedule: Script::new(RESCHEDULE),
-        })
+        }
     }
 
     fn partner_key(&self, partner_id: &str) -> String {
@@ -78,6 +148,26 @@ impl RedisStore {
         format!("o:{}:{}", source.topic, source.partition)
     }
 
+    /// A call of `script` on one key. One node runs it by hash (loaded on demand, see
+    /// `run_with_scripts`); a cluster gets the source with it, as each shard must know it and
+    /// no single load reaches them all.
+    fn script_call(&self, script: &Script, source: &str, key: String) -> Cmd {
+        let mut command = match self.connection {
+            Connection::Single(_) => {
+                let mut c = redis::cmd("EVALSHA");
+                c.arg(script.get_hash());
+                c
+            }
+            Connection::Cluster { .. } => {
+                let mut c = redis::cmd("EVAL");
+                c.arg(source);
+                c
+            }
+        };
+        command.arg(1).arg(key);
+        command
+    }
+
     /// The first `limit` members of a sorted set between `min` and `max`.
     async fn range(
         &self,
@@ -87,29 +177,22 @@ impl RedisStore {
         max: String,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let mut connection = self.connection.clone();
-        redis::cmd(command)
-            .arg(key)
-            .arg(min)
-            .arg(max)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)
+        let mut cmd = redis::cmd(command);
+        cmd.arg(key).arg(min).arg(max).arg("LIMIT").arg(0).arg(limit);
+        self.connection.query(&cmd).await.map_err(unavailable)
     }
 
-    /// Runs a pipeline that calls scripts by hash, loading them first if Redis lost them
-    /// (after a restart or SCRIPT FLUSH). Every command in these pipelines is safe to repeat.
-    async fn query_with_scripts(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
-        let mut connection = self.connection.clone();
-        match pipe.query_async(&mut connection).await {
+    /// Runs commands that may call scripts by hash, loading the scripts first if Redis lost
+    /// them (after a restart or SCRIPT FLUSH). Every such command is safe to repeat.
+    async fn run_with_scripts(&self, commands: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
+        match self.connection.run(commands.clone()).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                for script in [&self.commit, &self.reschedule] {
-                    script.prepare_invoke().load_async(&mut connection).await.map_err(unavailable)?;
+                if let Connection::Single(c) = &self.connection {
+                    for script in [&self.commit, &self.reschedule] {
+                        script.prepare_invoke().load_async(&mut c.clone()).await.map_err(unavailable)?;
+                    }
                 }
-                pipe.query_async(&mut connection).await.map_err(unavailable)
+                self.connection.run(commands).await.map_err(unavailable)
             }
             other => other.map_err(unavailable),
         }
@@ -129,27 +212,30 @@ fn number<T: std::str::FromStr>(value: &Value) -> Option<T> {
 
 impl StateStore for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        redis::cmd("PING").query_async::<String>(&mut connection).await.map(drop).map_err(unavailable)
+        self.connection.query::<String>(&redis::cmd("PING")).await.map(drop).map_err(unavailable)
     }
 
     async fn load(&self, partners: &[(String, Vec<SourcePartition>)]) -> Result<Vec<StoredPartner>, StoreError> {
-        let mut pipe = redis::pipe();
-        for (partner_id, sources) in partners {
-            let cmd = pipe.cmd("HMGET").arg(self.partner_key(partner_id)).arg("state").arg("ver").arg("fp");
-            for source in sources {
-                cmd.arg(Self::offset_field(source));
-            }
-        }
-        let mut connection = self.connection.clone();
-        let rows: Vec<Vec<Value>> = pipe.query_async(&mut connection).await.map_err(unavailable)?;
+        let commands = partners
+            .iter()
+            .map(|(partner_id, sources)| {
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(self.partner_key(partner_id)).arg("state").arg("ver").arg("fp");
+                for source in sources {
+                    cmd.arg(Self::offset_field(source));
+                }
+                cmd
+            })
+            .collect();
+        let rows = self.connection.run(commands).await.map_err(unavailable)?;
         partners
             .iter()
             .zip(rows)
             .map(|((partner_id, sources), row)| {
-                if row.len() != 3 + sources.len() {
-                    return Err(StoreError::Protocol(format!("HMGET returned {} fields", row.len())));
-                }
+                let row = match row {
+                    Value::Array(row) if row.len() == 3 + sources.len() => row,
+                    other => return Err(StoreError::Protocol(format!("HMGET returned {other:?}"))),
+                };
                 let state = match bytes(&row[0]) {
                     Some(b) => PartnerState::decode(b)
                         .map_err(|source| StoreError::CorruptState { partner_id: partner_id.clone(), source })?,
@@ -166,52 +252,53 @@ impl StateStore for RedisStore {
     }
 
     async fn write(&self, writes: &[PartnerWrite]) -> Result<Vec<WriteOutcome>, StoreError> {
-        let mut pipe = redis::pipe();
+        let mut commands = Vec::with_capacity(writes.len() * 3);
+        let mut commits = Vec::with_capacity(writes.len());
         for w in writes {
             // The indexes go first: if the partner write then fails, an index names a
             // partner too early (harmless: listing skips it, a rollover re-evaluates it),
             // never too late.
-            pipe.cmd("ZADD").arg(self.partners_key()).arg("NX").arg(0).arg(&w.partner_id).ignore();
+            let mut listed = redis::cmd("ZADD");
+            listed.arg(self.partners_key()).arg("NX").arg(0).arg(&w.partner_id);
+            commands.push(listed);
             if let Some(next) = w.next_change {
-                pipe.cmd("ZADD").arg(self.due_key()).arg("LT").arg(day_number(next)).arg(&w.partner_id).ignore();
+                let mut due = redis::cmd("ZADD");
+                due.arg(self.due_key()).arg("LT").arg(day_number(next)).arg(&w.partner_id);
+                commands.push(due);
             }
-            let cmd = pipe
-                .cmd("EVALSHA")
-                .arg(self.commit.get_hash())
-                .arg(1)
-                .arg(self.partner_key(&w.partner_id))
-                .arg(w.expected_version)
-                .arg(&w.state)
-                .arg(&w.score)
-                .arg(w.score_fingerprint.to_string());
+            let mut commit = self.script_call(&self.commit, COMMIT, self.partner_key(&w.partner_id));
+            commit.arg(w.expected_version).arg(&w.state).arg(&w.score).arg(w.score_fingerprint.to_string());
             for (source, offset) in &w.offsets {
-                cmd.arg(Self::offset_field(source)).arg(*offset);
+                commit.arg(Self::offset_field(source)).arg(*offset);
             }
+            commits.push(commands.len());
+            commands.push(commit);
         }
-        let results = self.query_with_scripts(&pipe).await?;
-        if results.len() != writes.len() {
-            return Err(StoreError::Protocol(format!("{} script results for {} writes", results.len(), writes.len())));
-        }
-        results
-            .iter()
-            .map(|v| match v {
-                Value::Int(-1) => Ok(WriteOutcome::Conflict),
-                Value::Int(version) if *version > 0 => Ok(WriteOutcome::Written { version: *version as u64 }),
+        let results = self.run_with_scripts(commands).await?;
+        commits
+            .into_iter()
+            .map(|i| match results.get(i) {
+                Some(Value::Int(-1)) => Ok(WriteOutcome::Conflict),
+                Some(Value::Int(version)) if *version > 0 => Ok(WriteOutcome::Written { version: *version as u64 }),
                 other => Err(StoreError::Protocol(format!("commit script returned {other:?}"))),
             })
             .collect()
     }
 
     async fn scores(&self, partners: &[String]) -> Result<Vec<Option<StoredScore>>, StoreError> {
-        let mut pipe = redis::pipe();
-        for partner_id in partners {
-            pipe.cmd("HMGET").arg(self.partner_key(partner_id)).arg("score").arg("ver");
-        }
-        let mut connection = self.connection.clone();
-        let rows: Vec<Vec<Value>> = pipe.query_async(&mut connection).await.map_err(unavailable)?;
+        let commands = partners
+            .iter()
+            .map(|partner_id| {
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(self.partner_key(partner_id)).arg("score").arg("ver");
+                cmd
+            })
+            .collect();
+        let rows = self.connection.run(commands).await.map_err(unavailable)?;
         Ok(rows
             .iter()
             .map(|row| {
+                let Value::Array(row) = row else { return None };
                 let score = row.first().and_then(bytes)?;
                 Some(StoredScore { score: score.to_vec(), version: row.get(1).and_then(number).unwrap_or(0) })
             })
@@ -231,17 +318,16 @@ impl StateStore for RedisStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for (partner_id, next_change) in changes {
-            pipe.cmd("EVALSHA")
-                .arg(self.reschedule.get_hash())
-                .arg(1)
-                .arg(self.due_key())
-                .arg(day_number(today))
-                .arg(next_change.map(|d| day_number(d).to_string()).unwrap_or_default())
-                .arg(partner_id)
-                .ignore();
-        }
-        self.query_with_scripts(&pipe).await.map(drop)
+        let commands = changes
+            .iter()
+            .map(|(partner_id, next_change)| {
+                let mut cmd = self.script_call(&self.reschedule, RESCHEDULE, self.due_key());
+                cmd.arg(day_number(today))
+                    .arg(next_change.map(|d| day_number(d).to_string()).unwrap_or_default())
+                    .arg(partner_id);
+                cmd
+            })
+            .collect();
+        self.run_with_scripts(commands).await.map(drop)
     }
 }

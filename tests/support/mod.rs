@@ -87,7 +87,10 @@ impl Redis {
         while Instant::now() < deadline {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let mut buf = [0u8; 16];
-                if s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG")) {
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read(&mut buf)
+                        .is_ok_and(|n| buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
+                {
                     return;
                 }
             }
@@ -120,6 +123,49 @@ impl Drop for Redis {
 }
 
 pub struct ExternalRedis(String);
+
+/// A local Redis Cluster of three masters (no replicas), each a redis-server on a free port
+/// with `--cluster-enabled yes`, joined with `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<Redis> = (0..3)
+            .map(|_| Redis::start_with(&["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]))
+            .collect();
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli must be installed (scripts/test installs redis-tools)");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        // Every node must agree the cluster is up (all 16384 slots served) before use.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &nodes {
+            loop {
+                let info = Command::new("redis-cli").args(["-p", &node.port.to_string(), "cluster", "info"]).output();
+                if info.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok")) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the Redis Cluster never reached cluster_state:ok");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        RedisCluster { nodes }
+    }
+
+    /// Seed URLs for `--redis-cluster-nodes`.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Redis::url).collect()
+    }
+}
 
 /// Anything a test config can take its Redis URL from.
 pub trait RedisUrl {
@@ -215,6 +261,7 @@ pub fn config(broker: &Broker, redis: &impl RedisUrl, name: &str, now: &str) -> 
         kafka_brokers: Some(broker.bootstrap.clone()),
         kafka_config: vec!["session.timeout.ms=6000".into()],
         redis_url: Some(redis.redis_url()),
+        redis_cluster_nodes: Vec::new(),
         demo: false,
         redis_prefix: format!("t-{name}"),
         redis_timeout_ms: 1000,
@@ -227,6 +274,13 @@ pub fn config(broker: &Broker, redis: &impl RedisUrl, name: &str, now: &str) -> 
         dlq_partitions: 1,
         replication_factor: -1,
         listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        insecure: false,
+        tls_cert: None,
+        tls_key: None,
+        tls_client_ca: None,
+        jwks: None,
+        jwt_issuer: None,
+        jwt_audience: None,
         now: Some(pcs::calendar::parse_date(now).unwrap()),
         rules: Vec::new(),
         batch_max_events: 500,
