@@ -181,6 +181,7 @@ async fn main() {
         dlq_partitions: 1,
         replication_factor: -1,
         listen: format!("127.0.0.1:{listen_port}").parse().unwrap(),
+        health_listen: None,
         insecure: false,
         tls_cert: None,
         tls_key: None,

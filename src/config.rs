@@ -75,6 +75,10 @@ pub struct ServeConfig {
     /// loopback address is accepted, unless --insecure.
     #[arg(long, env = "PCS_LISTEN", default_value = "127.0.0.1:50051", value_name = "ADDR")]
     pub listen: SocketAddr,
+    /// A second, plaintext address that serves only gRPC health checking (no scores), for
+    /// orchestrator probes that cannot present TLS client certificates or tokens.
+    #[arg(long, env = "PCS_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
     /// Allow listening on a non-loopback address with no authentication (logs a warning).
     #[arg(long, env = "PCS_INSECURE")]
     pub insecure: bool,

@@ -211,6 +211,18 @@ async fn run<S: StateStore>(
     if !config.authenticates() && !config.listen.ip().is_loopback() {
         tracing::warn!(listen = %config.listen, "--insecure: serving every partner's score to anyone who can reach this address");
     }
+    if let Some(addr) = config.health_listen {
+        let (health, mut stop) = (health_service.clone(), shutdown.subscribe());
+        let server = Server::builder().add_service(health).serve_with_shutdown(addr, async move {
+            let _ = stop.recv().await;
+        });
+        tracing::info!(listen = %addr, "gRPC health checking (only) listening");
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, listen = %addr, "the health listener failed");
+            }
+        });
+    }
     let mut server = Server::builder();
     if let Some(tls) = tls_config(config)? {
         server =

@@ -274,6 +274,7 @@ pub fn config(broker: &Broker, redis: &impl RedisUrl, name: &str, now: &str) -> 
         dlq_partitions: 1,
         replication_factor: -1,
         listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        health_listen: None,
         insecure: false,
         tls_cert: None,
         tls_key: None,
