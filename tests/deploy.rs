@@ -25,8 +25,6 @@ fn documents(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-
-
 /// Every environment variable `pcs` reads, from its own help texts.
 fn known_env() -> BTreeSet<String> {
     let mut names = BTreeSet::new();

@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-use support::{Broker, Redis, free_port, produce_lines, read_topic, spec_keys};
+use support::{Broker, Redis, RedisCluster, free_port, produce_lines, read_topic, spec_keys};
 use tonic::Code;
 
 const PARTNERS: usize = 150;
@@ -77,6 +77,25 @@ impl Serve {
             .env("PCS_GROUP_ID", group)
             .env("PCS_BATCH_MAX_EVENTS", batch.to_string())
             .env("PCS_REDIS_TIMEOUT_MS", "1000")
+            .spawn()
+            .unwrap();
+        Serve { child, addr: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// An instance keeping its state in a Redis Cluster, reading a 12-partition topic, with
+    /// its JSON log in `log`.
+    fn start_on_cluster(broker: &Broker, cluster: &RedisCluster, group: &str, log: &std::path::Path) -> Serve {
+        let port = free_port();
+        let child = support::serve_command(broker, &cluster.nodes[0], port)
+            .env_remove("PCS_REDIS_URL")
+            .env("PCS_REDIS_CLUSTER_NODES", cluster.urls().join(","))
+            .env("PCS_EVENTS_TOPIC", format!("{group}.events"))
+            .env("PCS_SCORES_TOPIC", format!("{group}.scores"))
+            .env("PCS_EVENTS_PARTITIONS", "12")
+            .env("PCS_GROUP_ID", group)
+            .env("PCS_BATCH_MAX_EVENTS", "200")
+            .env("PCS_LOG_FORMAT", "json")
+            .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .unwrap();
         Serve { child, addr: format!("http://127.0.0.1:{port}") }
@@ -264,6 +283,79 @@ async fn an_instance_dying_in_the_group_hands_over_its_partitions() {
     first.kill();
     assert_exact(&second.addr, &expected, Duration::from_secs(180)).await;
     assert_eq!(watched.await.unwrap(), PARTNERS, "the watcher on the survivor saw every partner change");
+}
+
+/// A watcher on `serve` for every partner; resolves to how many partners it saw change.
+async fn watch_every_partner(serve: &Serve) -> tokio::task::JoinHandle<usize> {
+    let mut client = serve.client().await;
+    let mut watch = client
+        .watch_scores(proto::WatchScoresRequest { partner_ids: Vec::new(), all: true, resume_cursor: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::spawn(async move {
+        let mut partners = std::collections::BTreeSet::new();
+        while partners.len() < PARTNERS {
+            match tokio::time::timeout(Duration::from_secs(120), watch.message()).await {
+                Ok(Ok(Some(change))) => {
+                    partners.insert(change.score.unwrap().partner_id);
+                }
+                _ => break,
+            }
+        }
+        partners.len()
+    })
+}
+
+/// Scale-out (issue 9): three instances in one group on a 12-partition topic, state in a
+/// three-master Redis Cluster; one instance is killed and another added mid-stream, then a
+/// second one killed. Each instance got partitions; the end state is exact on every
+/// surviving instance, for every partner; watchers on two instances see every partner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_the_partitions_and_come_and_go_with_nothing_lost() {
+    let broker = Broker::start();
+    let cluster = RedisCluster::start();
+    let dir = std::env::temp_dir().join(format!("pcs-scale-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (text, expected) = workload();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first_half, second_half) = lines.split_at(lines.len() / 2);
+    let log = |name: &str| dir.join(format!("{name}.log"));
+
+    let mut a = Serve::start_on_cluster(&broker, &cluster, "scale", &log("a"));
+    a.wait_health(true, Duration::from_secs(60)).await;
+    let mut b = Serve::start_on_cluster(&broker, &cluster, "scale", &log("b"));
+    let c = Serve::start_on_cluster(&broker, &cluster, "scale", &log("c"));
+    b.wait_health(true, Duration::from_secs(60)).await;
+    c.wait_health(true, Duration::from_secs(60)).await;
+    let watched_on_c = watch_every_partner(&c).await;
+
+    produce_lines(&broker.bootstrap, "scale.events", &first_half.join("\n")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.kill();
+    let d = Serve::start_on_cluster(&broker, &cluster, "scale", &log("d"));
+    d.wait_health(true, Duration::from_secs(60)).await;
+    let watched_on_d = watch_every_partner(&d).await;
+    produce_lines(&broker.bootstrap, "scale.events", &second_half.join("\n")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.kill();
+
+    for survivor in [&c, &d] {
+        assert_exact(&survivor.addr, &expected, Duration::from_secs(180)).await;
+    }
+    assert_eq!(watched_on_c.await.unwrap(), PARTNERS, "the watcher on c saw every partner change");
+    assert!(watched_on_d.await.unwrap() > 0, "the watcher on d, added mid-stream, saw changes");
+    // Every instance owned partitions at some point: the group shared the load.
+    for name in ["a", "b", "c", "d"] {
+        let text = std::fs::read_to_string(log(name)).unwrap();
+        let owned = text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).any(|l| {
+            l["fields"]["message"] == "partitions assigned"
+                && l["fields"]["partitions"].as_str().is_some_and(|p| p.contains("scale.events"))
+        });
+        assert!(owned, "instance {name} never owned a partition:\n{text}");
+    }
+    drop((c, d));
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
