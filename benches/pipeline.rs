@@ -4,7 +4,6 @@
 //! Sizes: PCS_BENCH_EVENTS (default 1,000,000), PCS_BENCH_PARTNERS (20,000),
 //! PCS_BENCH_SECONDS per steady-rate phase (10).
 
-use pcs::config::ServeConfig;
 use pcs::kafka::{Cluster, ensure_topics, send_lines, topics::TopicSpec};
 use pcs::proto::{self, partner_score_service_client::PartnerScoreServiceClient};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -164,40 +163,16 @@ async fn main() {
 
     // 3. Ingest: pcs to the end (committed offsets = end).
     let listen_port = free_port();
-    let config = ServeConfig {
-        kafka_brokers: Some(bootstrap.clone()),
-        kafka_config: Vec::new(),
-        redis_url: Some(format!("redis://127.0.0.1:{redis_port}")),
-        redis_cluster_nodes: Vec::new(),
-        demo: false,
-        redis_prefix: "pcs".into(),
-        redis_timeout_ms: 5000,
-        events_topic: TOPIC.into(),
-        dlq_topic: None,
-        scores_topic: "bench.scores".into(),
-        group_id: "bench".into(),
-        events_partitions: PARTITIONS,
-        scores_partitions: PARTITIONS,
-        dlq_partitions: 1,
-        replication_factor: -1,
-        listen: format!("127.0.0.1:{listen_port}").parse().unwrap(),
-        health_listen: None,
-        insecure: false,
-        tls_cert: None,
-        tls_key: None,
-        tls_client_ca: None,
-        jwks: None,
-        jwt_issuer: None,
-        jwt_audience: None,
-        now: pcs::calendar::parse_date("2024-07-10"),
-        rules: Vec::new(),
-        batch_max_events: 5000,
-        batch_max_wait_ms: 20,
-        history_days: 400,
-        dedup_window_days: 7,
-        max_watchers: 256,
-        watch_buffer: 65_536,
-    };
+    let mut config = support::config(&broker, &redis_server, "bench", "2024-07-10");
+    config.kafka_config = Vec::new();
+    config.redis_prefix = "pcs".into();
+    config.redis_timeout_ms = 5000;
+    config.group_id = "bench".into();
+    config.events_partitions = PARTITIONS;
+    config.scores_partitions = PARTITIONS;
+    config.listen = format!("127.0.0.1:{listen_port}").parse().unwrap();
+    config.batch_max_events = 5000;
+    config.watch_buffer = 65_536;
     let (shutdown, _) = tokio::sync::broadcast::channel(1);
     let started = Instant::now();
     let service = tokio::spawn(pcs::service::serve(config, shutdown.clone()));

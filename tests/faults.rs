@@ -259,24 +259,7 @@ async fn an_instance_dying_in_the_group_hands_over_its_partitions() {
     second.wait_health(true, Duration::from_secs(60)).await;
 
     // A watcher on the survivor, for every partner.
-    let mut client = second.client().await;
-    let mut watch = client
-        .watch_scores(proto::WatchScoresRequest { partner_ids: Vec::new(), all: true, resume_cursor: String::new() })
-        .await
-        .unwrap()
-        .into_inner();
-    let watched = tokio::spawn(async move {
-        let mut partners = std::collections::BTreeSet::new();
-        while partners.len() < PARTNERS {
-            match tokio::time::timeout(Duration::from_secs(120), watch.message()).await {
-                Ok(Ok(Some(change))) => {
-                    partners.insert(change.score.unwrap().partner_id);
-                }
-                _ => break,
-            }
-        }
-        partners.len()
-    });
+    let watched = watch_every_partner(&second).await;
 
     produce_lines(&broker.bootstrap, "group.events", &text).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
