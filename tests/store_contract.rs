@@ -50,6 +50,7 @@ contract!(listing_and_the_due_index);
 contract!(a_replayed_batch_changes_nothing);
 contract!(concurrent_writers_of_one_partner_both_count);
 contract!(rollover_reevaluates_due_partners);
+contract!(history_is_recorded_backfilled_and_kept);
 
 fn applier<S: StateStore>(store: S) -> Applier<S> {
     Applier { store, rules: Arc::new(RuleBook::embedded()), history_days: 400, dedup_window_days: 7 }
@@ -97,6 +98,7 @@ fn write(partner: &str, expected_version: u64, next: Option<&str>) -> PartnerWri
         state: pcs::engine::PartnerState::default().encode(),
         score: b"score".to_vec(),
         score_fingerprint: 7,
+        history: None,
         offsets: vec![(SourcePartition { topic: "t".into(), partition: 2 }, 41)],
         next_change: next.map(day),
     }
@@ -207,4 +209,51 @@ async fn rollover_reevaluates_due_partners(store: impl StateStore) {
     let changed = applier.roll_over(day("2024-07-20"), 10).await.unwrap();
     assert_eq!(changed.len(), 1, "the deployment aged out");
     assert!(applier.roll_over(day("2024-07-20"), 10).await.unwrap().is_empty(), "and it is not due again");
+}
+
+fn earned(id: &str, who: &str, on: &str) -> String {
+    format!(
+        r#"{{"type":"certification","event_id":"{id}","partner_id":"P1","individual_id":"{who}","certification":"AZURE_ADMINISTRATOR_ASSOCIATE","earned_on":"{on}"}}"#
+    )
+}
+
+/// The history travels with the partner's facts: written with them, kept by writes that do
+/// not change it, recomputed for past days when a late event arrives, and extended by the
+/// day rollover.
+async fn history<S: StateStore>(applier: &Applier<S>) -> pcs::store::StoredPartner {
+    applier.store.load(&[("P1".into(), Vec::new())]).await.unwrap().remove(0)
+}
+
+async fn history_is_recorded_backfilled_and_kept(store: impl StateStore) {
+    let applier = applier(store);
+    let letters = Letters::default();
+    let rules = RuleBook::embedded();
+    let first = day("2024-07-10");
+    applier.apply(first, &[received(0, 1, &earned("c1", "u1", "2024-07-01"))], &letters).await.unwrap();
+    // Learned on 2024-07-12: someone certified back on 2024-05-20, and a June ACR line.
+    let late = day("2024-07-12");
+    let batch = [received(0, 2, &earned("c2", "u2", "2024-05-20")), received(0, 3, &acr("a", "C1", 900))];
+    applier.apply(late, &batch, &letters).await.unwrap();
+    let stored = history(&applier).await;
+    assert_eq!(stored.history.evaluated_through(), Some(late));
+    let mut d = day("2024-05-20");
+    while d <= late {
+        let expected = pcs::engine::DaySnapshot::of(&pcs::engine::evaluate("P1", &stored.state, d, &rules));
+        assert_eq!(stored.history.on(d), Some(&expected), "{d}");
+        d = d.succ_opt().unwrap();
+    }
+    let served = applier.store.scores(&["P1".into()]).await.unwrap().remove(0).unwrap();
+    assert!(served.history.is_some(), "scores() carries the history for the qualification window");
+    // A write that leaves the history as it is keeps it.
+    let mut unchanged = write("P1", stored.version, None);
+    unchanged.state = stored.state.encode();
+    applier.store.write(&[unchanged]).await.unwrap();
+    assert_eq!(history(&applier).await.history, stored.history);
+    // Days pass: the rollover evaluates the partner on its change days and records them.
+    let later = day("2024-08-03");
+    applier.roll_over(later, 100).await.unwrap();
+    let rolled = history(&applier).await;
+    assert_eq!(rolled.history.evaluated_through(), Some(later));
+    let expected = pcs::engine::DaySnapshot::of(&pcs::engine::evaluate("P1", &rolled.state, later, &rules));
+    assert_eq!(rolled.history.on(later), Some(&expected));
 }

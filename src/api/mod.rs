@@ -7,12 +7,12 @@ pub use status::{ApiError, RESUME_CURSOR};
 use crate::auth::{Authenticator, Caller, Partners, Scope};
 use crate::calendar::parse_date;
 use crate::clock::Clock;
-use crate::engine::evaluate;
+use crate::engine::{PartnerState, evaluate, forecast};
 use crate::events::validate_partner_id;
 use crate::feed::{Cursor, WatchHub, WatchItem};
 use crate::proto::{self, partner_score_service_server::PartnerScoreService};
 use crate::rules::RuleBook;
-use crate::store::StateStore;
+use crate::store::{StateStore, StoredPartner, StoredScore};
 use chrono::{Days, NaiveDate};
 use prost::Message;
 use std::collections::HashSet;
@@ -27,6 +27,10 @@ use tonic::{Request, Response, Status};
 pub const MAX_BATCH: usize = 1000;
 /// Largest request message the server decodes: requests are ids and dates, far smaller.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// Most days one GetScoreHistory answers.
+pub const MAX_HISTORY_SPAN_DAYS: i64 = 400;
+/// Most hypothetical events one SimulateScore may add.
+pub const MAX_SIMULATED_EVENTS: usize = 1000;
 /// Most scores one ListScores page may hold.
 pub const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
@@ -60,6 +64,24 @@ fn decode_score(bytes: &[u8]) -> Result<proto::PartnerScore, ApiError> {
         .map_err(|e| ApiError::Store(crate::store::StoreError::Protocol(format!("stored score: {e}"))))
 }
 
+/// A stored score as served on `today`: its qualification windows are recomputed from the
+/// stored history, as they move with the date while the score itself does not.
+fn served_score(partner_id: &str, stored: &StoredScore, today: NaiveDate) -> Result<proto::PartnerScore, ApiError> {
+    let mut score = decode_score(&stored.score)?;
+    let history = StoredPartner::decode_history(partner_id, stored.history.as_deref())?;
+    score.qualification_windows = proto::qualification_windows(&history, today);
+    Ok(score)
+}
+
+fn optional_date(field: &'static str, text: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(text) => parse_date(text)
+            .map(Some)
+            .ok_or_else(|| invalid(field, format!("{text:?} is not a YYYY-MM-DD date"))),
+    }
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::ScoreChanged, Status>> + Send>>;
 
 /// An open watch stream: holds its place under the cap and counts in `pcs.watchers.active`
@@ -91,35 +113,127 @@ impl<S: StateStore> ScoreApi<S> {
         // Before any lookup: a forbidden partner gets the same answer whether it exists or not.
         caller.require_all([&request.partner_id])?;
         let today = self.clock.today();
-        let as_of = match request.as_of.as_deref() {
-            None | Some("") => None,
-            Some(text) => {
-                Some(parse_date(text).ok_or_else(|| invalid("as_of", format!("{text:?} is not a YYYY-MM-DD date")))?)
-            }
-        };
-        match as_of {
+        match optional_date("as_of", request.as_of.as_deref())? {
             None => {
                 let stored = self.store.scores(std::slice::from_ref(&request.partner_id)).await?.remove(0);
                 let stored = stored.ok_or_else(|| ApiError::NotFound(request.partner_id.clone()))?;
-                Ok(proto::GetScoreResponse { score: Some(decode_score(&stored.score)?), version: stored.version })
+                let score = served_score(&request.partner_id, &stored, today)?;
+                Ok(proto::GetScoreResponse { score: Some(score), version: stored.version })
             }
             Some(as_of) => {
-                let history_start: NaiveDate =
-                    today.checked_sub_days(Days::new(u64::from(self.history_days))).unwrap_or(today);
-                if as_of < history_start {
-                    return Err(ApiError::BeforeHistory {
-                        as_of: as_of.to_string(),
-                        history_start: history_start.to_string(),
-                    });
-                }
+                self.within_history("as_of", as_of, today)?;
                 let stored = self.store.load(&[(request.partner_id.clone(), Vec::new())]).await?.remove(0);
                 if stored.version == 0 {
                     return Err(ApiError::NotFound(request.partner_id));
                 }
-                let score = evaluate(&request.partner_id, &stored.state, as_of, &self.rules);
-                Ok(proto::GetScoreResponse { score: Some(proto::PartnerScore::from(&score)), version: stored.version })
+                let mut score = self.scored(&request.partner_id, &stored.state, as_of);
+                score.qualification_windows = proto::qualification_windows(&stored.history, as_of);
+                Ok(proto::GetScoreResponse { score: Some(score), version: stored.version })
             }
         }
+    }
+
+    /// The oldest day answered: facts older than needed for it may be pruned.
+    fn history_start(&self, today: NaiveDate) -> NaiveDate {
+        today.checked_sub_days(Days::new(u64::from(self.history_days))).unwrap_or(today)
+    }
+
+    fn within_history(&self, field: &'static str, day: NaiveDate, today: NaiveDate) -> Result<(), ApiError> {
+        let history_start = self.history_start(today);
+        if day < history_start {
+            return Err(ApiError::BeforeHistory {
+                field,
+                day: day.to_string(),
+                history_start: history_start.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A partner's score on `as_of` evaluated from its facts, with its forecast.
+    fn scored(&self, partner_id: &str, state: &PartnerState, as_of: NaiveDate) -> proto::PartnerScore {
+        let score = evaluate(partner_id, state, as_of, &self.rules);
+        let forecast = forecast(partner_id, state, &score, as_of, &self.rules);
+        let warnings = forecast.warnings(self.rules.for_date(as_of).qualification.min_total);
+        let mut message = proto::PartnerScore::from(&score);
+        message.forecast = Some(proto::ScoreForecast::of(partner_id, &forecast, &warnings));
+        message
+    }
+
+    async fn history(
+        &self,
+        request: proto::GetScoreHistoryRequest,
+        caller: Caller,
+    ) -> Result<proto::GetScoreHistoryResponse, ApiError> {
+        partner_id("partner_id", &request.partner_id)?;
+        caller.require_all([&request.partner_id])?;
+        let today = self.clock.today();
+        let to = optional_date("to", request.to.as_deref())?.unwrap_or(today);
+        if to > today {
+            return Err(invalid("to", format!("{to} is after today ({today})")));
+        }
+        let from = optional_date("from", request.from.as_deref())?
+            .unwrap_or_else(|| to.checked_sub_days(Days::new(29)).unwrap_or(to));
+        if from > to {
+            return Err(invalid("from", format!("{from} is after to ({to})")));
+        }
+        if to.signed_duration_since(from).num_days() >= MAX_HISTORY_SPAN_DAYS {
+            return Err(invalid("from", format!("at most {MAX_HISTORY_SPAN_DAYS} days per call")));
+        }
+        self.within_history("from", from, today)?;
+        let stored = self.store.scores(std::slice::from_ref(&request.partner_id)).await?.remove(0);
+        let stored = stored.ok_or_else(|| ApiError::NotFound(request.partner_id.clone()))?;
+        let history = StoredPartner::decode_history(&request.partner_id, stored.history.as_deref())?;
+        Ok(proto::GetScoreHistoryResponse {
+            days: history.days(from, to).into_iter().map(|(day, s)| proto::DaySnapshot::of(day, s)).collect(),
+            history_start: self.history_start(today).to_string(),
+        })
+    }
+
+    async fn simulate(
+        &self,
+        request: proto::SimulateScoreRequest,
+        caller: Caller,
+    ) -> Result<proto::SimulateScoreResponse, ApiError> {
+        partner_id("partner_id", &request.partner_id)?;
+        caller.require_all([&request.partner_id])?;
+        if request.events.len() > MAX_SIMULATED_EVENTS {
+            return Err(ApiError::TooMany(format!(
+                "events holds {} events; at most {MAX_SIMULATED_EVENTS} per SimulateScore",
+                request.events.len()
+            )));
+        }
+        let today = self.clock.today();
+        let as_of = optional_date("as_of", request.as_of.as_deref())?.unwrap_or(today);
+        self.within_history("as_of", as_of, today)?;
+        let mut events = Vec::with_capacity(request.events.len());
+        for (i, text) in request.events.iter().enumerate() {
+            let event = crate::events::decode_json(text.as_bytes())
+                .map_err(|e| invalid("events", format!("event {i}: {e}")))?;
+            if event.partner_id != request.partner_id {
+                return Err(invalid(
+                    "events",
+                    format!("event {i} is for partner {:?}, not {:?}", event.partner_id, request.partner_id),
+                ));
+            }
+            events.push(event);
+        }
+        // A partner without events yet is simulated from no facts: "what would it score".
+        let mut state = self.store.load(&[(request.partner_id.clone(), Vec::new())]).await?.remove(0).state;
+        let baseline = self.scored(&request.partner_id, &state, as_of);
+        let mut applied = 0;
+        for (i, event) in events.iter().enumerate() {
+            match state.apply_received(event, today) {
+                Ok(crate::engine::Applied::New) => applied += 1,
+                Ok(crate::engine::Applied::Redelivery) => {}
+                Err(e) => return Err(invalid("events", format!("event {i}: {e}"))),
+            }
+        }
+        Ok(proto::SimulateScoreResponse {
+            score: Some(self.scored(&request.partner_id, &state, as_of)),
+            baseline: Some(baseline),
+            applied,
+        })
     }
 
     async fn batch_get(
@@ -139,11 +253,12 @@ impl<S: StateStore> ScoreApi<S> {
             partner_id("partner_ids", id)?;
         }
         caller.require_all(&ids)?;
+        let today = self.clock.today();
         let stored = self.store.scores(&ids).await?;
         let mut response = proto::BatchGetScoresResponse::default();
         for (id, score) in ids.into_iter().zip(stored) {
             match score {
-                Some(s) => response.scores.push(decode_score(&s.score)?),
+                Some(s) => response.scores.push(served_score(&id, &s, today)?),
                 None => response.not_found.push(id),
             }
         }
@@ -207,6 +322,7 @@ impl<S: StateStore> ScoreApi<S> {
         // A filtered page may need to look at more partners than it returns; a bounded look
         // keeps every call short, and the token lets the client carry on.
         let scan_limit = page_size * 10;
+        let today = self.clock.today();
         let mut scanned = 0;
         let mut response = proto::ListScoresResponse::default();
         while response.scores.len() < page_size && scanned < scan_limit {
@@ -218,7 +334,7 @@ impl<S: StateStore> ScoreApi<S> {
             let stored = self.store.scores(&ids).await?;
             for (id, score) in ids.iter().zip(stored) {
                 if let Some(s) = score {
-                    let score = decode_score(&s.score)?;
+                    let score = served_score(id, &s, today)?;
                     if keep(&score) {
                         response.scores.push(score);
                     }
@@ -259,6 +375,7 @@ impl<S: StateStore> ScoreApi<S> {
                 return None;
             }
             Some(decode_score(&item.score).map_err(Status::from).map(|score| proto::ScoreChanged {
+                warnings: score.forecast.as_ref().map(|f| f.warnings.clone()).unwrap_or_default(),
                 score: Some(score),
                 version: item.version,
                 cursor: item.cursor.encode(),
@@ -403,5 +520,21 @@ impl<S: StateStore> PartnerScoreService for ScoreApi<S> {
         request: Request<proto::WatchScoresRequest>,
     ) -> Result<Response<Self::WatchScoresStream>, Status> {
         traced("WatchScores", self.auth.as_deref(), Scope::Watch, request, async |r, c| self.watch(r, c).await).await
+    }
+
+    async fn get_score_history(
+        &self,
+        request: Request<proto::GetScoreHistoryRequest>,
+    ) -> Result<Response<proto::GetScoreHistoryResponse>, Status> {
+        traced("GetScoreHistory", self.auth.as_deref(), Scope::Read, request, async |r, c| self.history(r, c).await)
+            .await
+    }
+
+    async fn simulate_score(
+        &self,
+        request: Request<proto::SimulateScoreRequest>,
+    ) -> Result<Response<proto::SimulateScoreResponse>, Status> {
+        traced("SimulateScore", self.auth.as_deref(), Scope::Read, request, async |r, c| self.simulate(r, c).await)
+            .await
     }
 }

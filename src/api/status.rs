@@ -24,8 +24,8 @@ pub enum ApiError {
     Malformed(#[from] MalformedScore),
     #[error("score feed unavailable: {0}")]
     Feed(#[from] KafkaError),
-    #[error("as_of {as_of} is before the retained history, which starts on {history_start}")]
-    BeforeHistory { as_of: String, history_start: String },
+    #[error("{field} {day} is before the retained history, which starts on {history_start}")]
+    BeforeHistory { field: &'static str, day: String, history_start: String },
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error("watcher fell more than {buffer} changes behind; resume with the cursor in {RESUME_CURSOR}")]

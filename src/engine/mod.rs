@@ -1,10 +1,13 @@
 //! Scoring: a partner's facts and a date in, a partner capability score with explanations out.
 //!
 //! Pure and synchronous: nothing here does IO, so the whole of spec §3–§7 is testable in
-//! microseconds. One file per subcategory; `shortfall` says what a designation is missing.
+//! microseconds. One file per subcategory; `shortfall` says what a designation is missing,
+//! `history` keeps a partner's score day by day, `forecast` projects the next month boundary.
 
 mod acr_window;
 mod deployments;
+mod forecast;
+mod history;
 mod net_customer_adds;
 mod partners;
 mod path;
@@ -15,6 +18,10 @@ mod skilling;
 mod state;
 mod usage_growth;
 
+pub use forecast::{
+    DesignationForecast, Forecast, ScoreWarning, SubcategoryForecast, forecast, forecast_refresh_after,
+};
+pub use history::{DaySnapshot, DesignationSnapshot, HistoryError, QualificationWindow, ScoreHistory};
 pub use partners::Partners;
 pub use report::{
     CustomerChange, DesignationScore, Explanation, PartnerScore, PathExplanation, PrerequisiteStatus, Shortfall,

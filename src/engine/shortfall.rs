@@ -1,13 +1,17 @@
 //! What a designation is missing to qualify, and a cheap way to get there.
 //!
 //! Every subcategory offers cumulative options ("1 more deployment", "2 more deployments",
-//! ...) with the points each would add, derived from the rules. The plan first lifts every
-//! empty subcategory to its minimum, then covers the remaining points with the option that
-//! needs the fewest actions and overshoots least.
+//! ...) with the points each would add, derived from the rules. The plan takes at most one
+//! option per subcategory: the combination with the fewest actions (customers, people,
+//! deployments, growth points) that lifts every empty subcategory to its minimum and covers
+//! the missing points, overshooting least among equals. A designation has a handful of
+//! subcategories and at most 100 points, so an exact search over the points reached is
+//! cheap: no greedy guess.
 
 use super::Context;
 use super::report::{Explanation, Shortfall, ShortfallStep, SubcategoryScore};
 use crate::rules::{Designation, Subcategory};
+use std::collections::BTreeMap;
 
 /// One way to add points to a subcategory: `actions` things to do, worth `gain` points.
 struct Choice {
@@ -41,53 +45,9 @@ pub(crate) fn plan(designation: &Designation, scores: &[SubcategoryScore], total
     let options: Vec<Vec<Choice>> =
         designation.subcategories.iter().zip(scores).map(|(rule, score)| options(rule, score, ctx)).collect();
 
-    // chosen[i]: index into options[i] of the option taken for subcategory i.
-    let mut chosen: Vec<Option<usize>> = vec![None; scores.len()];
-    let mut reachable = true;
-    for (i, score) in scores.iter().enumerate() {
-        if score.points < q.min_subcategory_points {
-            let lift = q.min_subcategory_points - score.points;
-            match options[i].iter().position(|o| o.gain >= lift) {
-                Some(at) => chosen[i] = Some(at),
-                None => reachable = false,
-            }
-        }
-    }
-    let gained = |chosen: &[Option<usize>]| -> u32 {
-        chosen.iter().zip(&options).map(|(c, o)| c.map_or(0, |at| o[at].gain)).sum()
-    };
-    while reachable && gained(&chosen) < points_needed {
-        let rest = points_needed - gained(&chosen);
-        // (actions, overshoot, subcategory, option): covering options first, fewest actions.
-        let mut best: Option<(bool, u32, i64, usize, usize)> = None;
-        for (i, opts) in options.iter().enumerate() {
-            let (base_actions, base_gain) = chosen[i].map_or((0, 0), |at| (opts[at].actions, opts[at].gain));
-            for (at, o) in opts.iter().enumerate().skip(chosen[i].map_or(0, |c| c + 1)) {
-                let extra = o.gain.saturating_sub(base_gain);
-                if extra == 0 {
-                    continue;
-                }
-                let covers = extra >= rest;
-                let key = if covers {
-                    (true, o.actions.saturating_sub(base_actions), i64::from(extra - rest), i, at)
-                } else {
-                    (false, 0, -i64::from(extra), i, at)
-                };
-                let better = match &best {
-                    None => true,
-                    Some(b) => (!key.0, key.1, key.2) < (!b.0, b.1, b.2),
-                };
-                if better {
-                    best = Some(key);
-                }
-            }
-        }
-        match best {
-            Some((_, _, _, i, at)) => chosen[i] = Some(at),
-            None => reachable = false,
-        }
-    }
-
+    let chosen = cheapest(&options, scores, q.min_subcategory_points, points_needed);
+    let reachable = chosen.is_some();
+    let chosen = chosen.unwrap_or_default();
     let steps: Vec<ShortfallStep> = if reachable {
         chosen
             .iter()
@@ -110,6 +70,41 @@ pub(crate) fn plan(designation: &Designation, scores: &[SubcategoryScore], total
     };
     let summary = summary(points_needed, &empty_subcategories, q.min_subcategory_points, &steps, reachable);
     Shortfall { points_needed, empty_subcategories, steps, summary }
+}
+
+/// The option per subcategory (`None`: leave it) of the cheapest qualifying combination, or
+/// `None` when no combination qualifies. A knapsack by groups over the points gained: for
+/// every total gain reachable so far, the fewest actions reaching it (first found on ties,
+/// so the plan is deterministic).
+fn cheapest(
+    options: &[Vec<Choice>],
+    scores: &[SubcategoryScore],
+    min_points: u32,
+    points_needed: u32,
+) -> Option<Vec<Option<usize>>> {
+    let mut reached: BTreeMap<u32, (u32, Vec<Option<usize>>)> = BTreeMap::from([(0, (0, Vec::new()))]);
+    for (opts, score) in options.iter().zip(scores) {
+        let lift = min_points.saturating_sub(score.points);
+        let mut next: BTreeMap<u32, (u32, Vec<Option<usize>>)> = BTreeMap::new();
+        for (gain, (actions, picks)) in &reached {
+            let leave = (lift == 0).then_some((0, 0, None));
+            let take = opts.iter().enumerate().filter(|(_, o)| o.gain >= lift).map(|(at, o)| (o.gain, o.actions, Some(at)));
+            for (g, a, pick) in leave.into_iter().chain(take) {
+                let candidate = (actions + a, gain + g);
+                if next.get(&candidate.1).is_none_or(|(best, _)| candidate.0 < *best) {
+                    let mut picks = picks.clone();
+                    picks.push(pick);
+                    next.insert(candidate.1, (candidate.0, picks));
+                }
+            }
+        }
+        reached = next;
+    }
+    reached
+        .into_iter()
+        .filter(|(gain, _)| *gain >= points_needed)
+        .min_by_key(|(gain, (actions, _))| (*actions, *gain))
+        .map(|(_, (_, picks))| picks)
 }
 
 fn summary(points_needed: u32, empty: &[String], min_points: u32, steps: &[ShortfallStep], reachable: bool) -> String {
@@ -243,4 +238,94 @@ fn options(rule: &Subcategory, score: &SubcategoryScore, ctx: &Context) -> Vec<C
         _ => unreachable!("a subcategory's explanation always matches its rule"),
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::report::Explanation;
+    use proptest::prelude::*;
+
+    fn score(points: u32) -> SubcategoryScore {
+        SubcategoryScore {
+            name: String::new(),
+            points,
+            max: 0,
+            value: None,
+            explanation: Explanation::Deployments { window_after: chrono::NaiveDate::MIN, counted: Vec::new() },
+        }
+    }
+
+    /// The fewest actions over every combination (one option or none per subcategory).
+    fn exhaustive(options: &[Vec<Choice>], scores: &[SubcategoryScore], min: u32, needed: u32) -> Option<u32> {
+        let mut best: Option<u32> = None;
+        let mut picks = vec![0usize; options.len()];
+        loop {
+            let mut ok = true;
+            let (mut actions, mut gain) = (0, 0);
+            for ((pick, opts), s) in picks.iter().zip(options).zip(scores) {
+                let (a, g) = if *pick == 0 { (0, 0) } else { (opts[pick - 1].actions, opts[pick - 1].gain) };
+                ok &= s.points + g >= min;
+                actions += a;
+                gain += g;
+            }
+            if ok && gain >= needed {
+                best = Some(best.map_or(actions, |b| b.min(actions)));
+            }
+            let mut i = 0;
+            loop {
+                if i == picks.len() {
+                    return best;
+                }
+                picks[i] += 1;
+                if picks[i] <= options[i].len() {
+                    break;
+                }
+                picks[i] = 0;
+                i += 1;
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_plan_takes_the_fewest_actions_of_any_combination(
+            groups in prop::collection::vec(
+                (0u32..3, prop::collection::vec((1u32..4, 1u32..15), 0..6)),
+                1..5,
+            ),
+            needed in 0u32..60,
+        ) {
+            let scores: Vec<SubcategoryScore> = groups.iter().map(|(points, _)| score(*points)).collect();
+            // Options are cumulative: each asks for more and gives more than the one before.
+            let options: Vec<Vec<Choice>> = groups
+                .iter()
+                .map(|(_, steps)| {
+                    let (mut actions, mut gain) = (0, 0);
+                    steps
+                        .iter()
+                        .map(|(a, g)| {
+                            actions += a;
+                            gain += g;
+                            Choice { actions, gain, action: Action::Deployments(actions) }
+                        })
+                        .collect()
+                })
+                .collect();
+            let plan = cheapest(&options, &scores, 1, needed);
+            let best = exhaustive(&options, &scores, 1, needed);
+            prop_assert_eq!(plan.is_some(), best.is_some());
+            if let Some(picks) = plan {
+                let (mut actions, mut gain) = (0, 0);
+                for ((pick, opts), s) in picks.iter().zip(&options).zip(&scores) {
+                    let (a, g) = pick.map_or((0, 0), |at| (opts[at].actions, opts[at].gain));
+                    prop_assert!(s.points + g >= 1, "an empty subcategory is lifted");
+                    actions += a;
+                    gain += g;
+                }
+                prop_assert!(gain >= needed);
+                prop_assert_eq!(Some(actions), best);
+            }
+        }
+    }
 }

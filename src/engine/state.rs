@@ -254,6 +254,42 @@ impl PartnerState {
         });
     }
 
+    /// The facts with `month`'s ACR multiplied by `numerator / denominator` (rounded toward
+    /// zero): the run-rate projection of a month in progress. `None` when nothing of that
+    /// month is known, as there is nothing to project then. Event ids are left out: a
+    /// projection is only evaluated, never merged into or stored.
+    pub(crate) fn with_month_projected(&self, month: Month, numerator: i128, denominator: i128) -> Option<PartnerState> {
+        let mut any = false;
+        let customers = self
+            .customers
+            .iter()
+            .map(|(id, c)| {
+                let mut c = c.clone();
+                if let Ok(i) = c.acr.binary_search_by_key(&month, |cell| cell.0) {
+                    any = true;
+                    for area in &mut c.acr[i].1 {
+                        *area = *area * numerator / denominator;
+                    }
+                }
+                (id.clone(), c)
+            })
+            .collect();
+        any.then(|| PartnerState {
+            seen: Default::default(),
+            customers,
+            certifications: self.certifications.clone(),
+            deployments: self.deployments.clone(),
+        })
+    }
+
+    /// Eligible ACR of all customers and areas in `month`.
+    pub(crate) fn acr_in(&self, month: Month) -> i128 {
+        self.customers
+            .values()
+            .filter_map(|c| c.acr.binary_search_by_key(&month, |cell| cell.0).ok().map(|i| c.acr[i].1.iter().sum::<i128>()))
+            .sum()
+    }
+
     /// The stored form: a version byte, then the state in postcard.
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = vec![FORMAT_VERSION];

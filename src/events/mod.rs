@@ -206,6 +206,20 @@ impl Fact {
         }
     }
 
+    /// The first day whose score this fact can change: no evaluation before it looks at the
+    /// fact (ACR of a month counts once the month is complete; the rest from their date).
+    /// Scores of earlier days stay as they were, so history is recomputed from here on.
+    pub fn affects_from(&self) -> NaiveDate {
+        match self {
+            Fact::Acr(a) => a.month.forward(1).first_day(),
+            Fact::Certification(c) => match c.status {
+                CertificationStatus::Earned { earned_on, .. } => earned_on,
+                CertificationStatus::Removed { removed_on } => removed_on,
+            },
+            Fact::Deployment(d) => d.deployed_on,
+        }
+    }
+
     /// A stable 64-bit digest of the fact, kept per event id to tell a redelivery (same
     /// digest) from a reused id (different digest) without storing every event. The encoding
     /// is length-prefixed so no two different facts share an input; the digest must never

@@ -7,7 +7,9 @@
 //! by partner) makes the write fail on the version, and the partner is read and applied again.
 
 use super::{DeadLetter, DeadLetterSink, IngestError, Received};
-use crate::engine::{Applied, PartnerState, StateError, evaluate, next_change_after};
+use crate::engine::{
+    Applied, PartnerState, ScoreHistory, StateError, forecast, forecast_refresh_after, next_change_after,
+};
 use crate::proto;
 use crate::rules::RuleBook;
 use crate::store::{PartnerWrite, SourcePartition, StateStore, StoredPartner, WriteOutcome};
@@ -50,6 +52,16 @@ pub struct Applier<S> {
     pub history_days: u32,
     /// Event ids are remembered at least this many days after they arrive.
     pub dedup_window_days: u32,
+}
+
+/// A partner scored as of a day: what its write carries.
+struct Assessed {
+    /// Protobuf `PartnerScore`, with windows and forecast.
+    score: Vec<u8>,
+    fingerprint: u64,
+    next_change: Option<NaiveDate>,
+    /// Encoded history, when it changed.
+    history: Option<Vec<u8>>,
 }
 
 /// One partner's share of a batch, worked out in memory.
@@ -191,7 +203,8 @@ impl<S: StateStore> Applier<S> {
         events: &[Received],
         today: NaiveDate,
     ) -> Plan {
-        let StoredPartner { mut state, version, offsets: applied_offsets, score_fingerprint } = stored;
+        let StoredPartner { mut state, history, version, offsets: applied_offsets, score_fingerprint } = stored;
+        let mut affected_from: Option<NaiveDate> = None;
         let mut highest: Vec<Option<i64>> = applied_offsets.clone();
         let mut plan = Plan {
             write: None,
@@ -212,6 +225,8 @@ impl<S: StateStore> Applier<S> {
             match state.apply_received(&event.event, today) {
                 Ok(Applied::New) => {
                     plan.applied += 1;
+                    let from = event.event.fact.affects_from();
+                    affected_from = Some(affected_from.map_or(from, |a| a.min(from)));
                     plan.applied_by_kind[event.event.fact.kind()] += 1;
                     if let Some(ts) = event.raw.timestamp_ms {
                         plan.oldest_event_ms = Some(plan.oldest_event_ms.map_or(ts, |o| o.min(ts)));
@@ -227,19 +242,68 @@ impl<S: StateStore> Applier<S> {
             return plan;
         }
         self.prune(&mut state, today);
-        let score = evaluate(partner_id, &state, today, &self.rules);
-        let fingerprint = score.fingerprint();
-        plan.score_changed = score_fingerprint != Some(fingerprint);
+        let assessed = self.assess(partner_id, &state, history, affected_from, today);
+        plan.score_changed = score_fingerprint != Some(assessed.fingerprint);
         plan.write = Some(PartnerWrite {
             partner_id: partner_id.to_owned(),
             expected_version: version,
             state: state.encode(),
-            score: proto::PartnerScore::from(&score).encode_to_vec(),
-            score_fingerprint: fingerprint,
+            score: assessed.score,
+            score_fingerprint: assessed.fingerprint,
+            history: assessed.history,
             offsets: sources.iter().cloned().zip(highest).filter_map(|(s, o)| o.map(|o| (s, o))).collect(),
-            next_change: next_change_after(&state, today, &self.rules),
+            next_change: assessed.next_change,
         });
         plan
+    }
+
+    /// Scores a partner as of `today` from its (pruned) facts: brings its history up to date
+    /// (from `affected_from` when late facts changed past days), adds its qualification
+    /// windows and the forecast of the next month boundary.
+    fn assess(
+        &self,
+        partner_id: &str,
+        state: &PartnerState,
+        mut history: ScoreHistory,
+        affected_from: Option<NaiveDate>,
+        today: NaiveDate,
+    ) -> Assessed {
+        let before = history.clone();
+        let oldest = self.history_start(today);
+        let score = history.record(partner_id, state, affected_from, oldest, today, &self.rules);
+        history.prune(oldest);
+        let forecast = forecast(partner_id, state, &score, today, &self.rules);
+        let warnings = forecast.warnings(self.rules.for_date(today).qualification.min_total);
+        let mut message = proto::PartnerScore::from(&score);
+        message.qualification_windows = proto::qualification_windows(&history, today);
+        message.forecast = Some(proto::ScoreForecast::of(partner_id, &forecast, &warnings));
+        // What makes a change worth publishing: the score itself, a warning appearing or
+        // going, a window gaining or losing its qualification. Projected totals and days
+        // left move daily and are read, not pushed.
+        let mut digest = xxhash_rust::xxh3::Xxh3::new();
+        digest.update(&score.fingerprint().to_le_bytes());
+        for w in &warnings {
+            digest.update(w.designation.as_bytes());
+            digest.update(&[u8::from(w.loses_qualification), 0xff]);
+            for z in &w.zeroed_subcategories {
+                digest.update(z.as_bytes());
+                digest.update(&[0xfe]);
+            }
+        }
+        for w in &message.qualification_windows {
+            digest.update(w.designation.as_bytes());
+            digest.update(&[u8::from(w.qualified), 0xfd]);
+        }
+        let next_change = [next_change_after(state, today, &self.rules), forecast_refresh_after(state, today)]
+            .into_iter()
+            .flatten()
+            .min();
+        Assessed {
+            score: message.encode_to_vec(),
+            fingerprint: digest.digest(),
+            next_change,
+            history: (history != before).then(|| history.encode()),
+        }
     }
 
     /// Re-evaluates partners whose score may have changed by `today` with no new event
@@ -302,14 +366,15 @@ impl<S: StateStore> Applier<S> {
     fn reevaluation(&self, partner_id: String, stored: StoredPartner, today: NaiveDate) -> PartnerWrite {
         let mut state: PartnerState = stored.state;
         self.prune(&mut state, today);
-        let score = evaluate(&partner_id, &state, today, &self.rules);
+        let assessed = self.assess(&partner_id, &state, stored.history, None, today);
         PartnerWrite {
             expected_version: stored.version,
             state: state.encode(),
-            score: proto::PartnerScore::from(&score).encode_to_vec(),
-            score_fingerprint: score.fingerprint(),
+            score: assessed.score,
+            score_fingerprint: assessed.fingerprint,
+            history: assessed.history,
             offsets: Vec::new(),
-            next_change: next_change_after(&state, today, &self.rules),
+            next_change: assessed.next_change,
             partner_id,
         }
     }

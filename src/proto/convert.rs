@@ -20,10 +20,7 @@ impl From<&en::PartnerScore> for pb::PartnerScore {
         pb::PartnerScore {
             partner_id: s.partner_id.clone(),
             as_of: s.as_of.to_string(),
-            path: match s.path {
-                Path::Smb => pb::Path::Smb,
-                Path::Enterprise => pb::Path::Enterprise,
-            } as i32,
+            path: path_to_pb(s.path) as i32,
             ttm_acr_micros: saturate(s.ttm_acr_micros),
             path_explanation: Some(pb::PathExplanation {
                 ttm_customers: s.path_explanation.ttm_customers,
@@ -31,7 +28,117 @@ impl From<&en::PartnerScore> for pb::PartnerScore {
                 smb_or_smc_customers: s.path_explanation.smb_or_smc_customers,
             }),
             designations: s.designations.iter().map(designation_to_pb).collect(),
+            qualification_windows: Vec::new(),
+            forecast: None,
         }
+    }
+}
+
+impl From<&en::QualificationWindow> for pb::QualificationWindow {
+    fn from(w: &en::QualificationWindow) -> Self {
+        pb::QualificationWindow {
+            designation: w.designation.clone(),
+            window_start: w.window_start.to_string(),
+            window_end: String::new(),
+            qualified: w.qualified(),
+            qualified_periods: w
+                .qualified_periods
+                .iter()
+                .map(|(from, to)| pb::DateRange { from: from.to_string(), to: to.to_string() })
+                .collect(),
+            qualified_days: w.qualified_days,
+            last_qualified_on: w.last_qualified_on.map(|d| d.to_string()),
+            in_window_until: w.in_window_until.map(|d| d.to_string()),
+            days_left: w.days_left,
+        }
+    }
+}
+
+/// The windows of `history` as of `day`, in their wire form.
+pub fn qualification_windows(history: &en::ScoreHistory, day: chrono::NaiveDate) -> Vec<pb::QualificationWindow> {
+    history
+        .windows(day)
+        .iter()
+        .map(|w| pb::QualificationWindow { window_end: day.to_string(), ..pb::QualificationWindow::from(w) })
+        .collect()
+}
+
+impl pb::ScoreWarning {
+    pub fn of(partner_id: &str, w: &en::ScoreWarning) -> pb::ScoreWarning {
+        pb::ScoreWarning {
+            partner_id: partner_id.to_owned(),
+            designation: w.designation.clone(),
+            on: w.on.to_string(),
+            total: w.total,
+            projected_total: w.projected_total,
+            loses_qualification: w.loses_qualification,
+            zeroed_subcategories: w.zeroed_subcategories.clone(),
+            summary: w.summary.clone(),
+        }
+    }
+}
+
+impl pb::ScoreForecast {
+    pub fn of(partner_id: &str, f: &en::Forecast, warnings: &[en::ScoreWarning]) -> pb::ScoreForecast {
+        pb::ScoreForecast {
+            on: f.on.to_string(),
+            days_elapsed: f.days_elapsed,
+            days_in_month: f.days_in_month,
+            month_so_far_micros: saturate(f.month_so_far_micros),
+            same_month_last_year_micros: saturate(f.same_month_last_year_micros),
+            designations: f
+                .designations
+                .iter()
+                .map(|d| pb::DesignationForecast {
+                    designation: d.designation.clone(),
+                    total: d.total,
+                    projected_total: d.projected_total,
+                    qualified: d.qualified,
+                    projected_qualified: d.projected_qualified,
+                    subcategories: d
+                        .subcategories
+                        .iter()
+                        .map(|s| pb::SubcategoryForecast {
+                            name: s.name.clone(),
+                            points: s.points,
+                            projected_points: s.projected_points,
+                            points_at_risk: s.points_at_risk(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            warnings: warnings.iter().map(|w| pb::ScoreWarning::of(partner_id, w)).collect(),
+        }
+    }
+}
+
+impl pb::DaySnapshot {
+    pub fn of(day: chrono::NaiveDate, s: &en::DaySnapshot) -> pb::DaySnapshot {
+        pb::DaySnapshot {
+            date: day.to_string(),
+            path: path_to_pb(s.path) as i32,
+            designations: s
+                .designations
+                .iter()
+                .map(|d| pb::DesignationSnapshot {
+                    designation: d.designation.clone(),
+                    total: d.total,
+                    qualified: d.qualified,
+                    subcategories: d
+                        .points
+                        .iter()
+                        .map(|(name, points)| pb::SubcategoryPoints { name: name.clone(), points: *points })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn path_to_pb(path: Path) -> pb::Path {
+    match path {
+        Path::Smb => pb::Path::Smb,
+        Path::Enterprise => pb::Path::Enterprise,
     }
 }
 

@@ -6,14 +6,19 @@
 --   ARGV[2]  encoded PartnerState
 --   ARGV[3]  encoded PartnerScore (protobuf)
 --   ARGV[4]  score fingerprint (decimal)
---   ARGV[5..] pairs of source-offset field and highest applied offset
+--   ARGV[5]  encoded score history, or empty when it did not change
+--   ARGV[6..] pairs of source-offset field and highest applied offset
 local current = redis.call('HGET', KEYS[1], 'ver')
 if (current or '0') ~= ARGV[1] then
   return -1
 end
 local version = tonumber(ARGV[1]) + 1
 local fields = {'ver', tostring(version), 'state', ARGV[2], 'score', ARGV[3], 'fp', ARGV[4]}
-for i = 5, #ARGV, 2 do
+if ARGV[5] ~= '' then
+  fields[#fields + 1] = 'hist'
+  fields[#fields + 1] = ARGV[5]
+end
+for i = 6, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end

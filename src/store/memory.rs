@@ -23,6 +23,7 @@ struct Partner {
     state: Vec<u8>,
     score: Vec<u8>,
     fingerprint: u64,
+    history: Option<Vec<u8>>,
     version: u64,
     offsets: HashMap<SourcePartition, i64>,
 }
@@ -47,6 +48,7 @@ impl StateStore for MemoryStore {
                 Some(p) => Ok(StoredPartner {
                     state: PartnerState::decode(&p.state)
                         .map_err(|source| StoreError::CorruptState { partner_id: partner_id.clone(), source })?,
+                    history: StoredPartner::decode_history(partner_id, p.history.as_deref())?,
                     version: p.version,
                     offsets: sources.iter().map(|s| p.offsets.get(s).copied()).collect(),
                     score_fingerprint: Some(p.fingerprint),
@@ -72,6 +74,9 @@ impl StateStore for MemoryStore {
                 partner.state = w.state.clone();
                 partner.score = w.score.clone();
                 partner.fingerprint = w.score_fingerprint;
+                if let Some(history) = &w.history {
+                    partner.history = Some(history.clone());
+                }
                 partner.offsets.extend(w.offsets.iter().cloned());
                 WriteOutcome::Written { version: partner.version }
             })
@@ -87,7 +92,7 @@ impl StateStore for MemoryStore {
                     .partners
                     .get(id)
                     .filter(|p| p.version > 0)
-                    .map(|p| StoredScore { score: p.score.clone(), version: p.version })
+                    .map(|p| StoredScore { score: p.score.clone(), version: p.version, history: p.history.clone() })
             })
             .collect())
     }

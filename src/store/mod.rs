@@ -13,7 +13,7 @@ mod redis;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
-use crate::engine::{PartnerState, StateError};
+use crate::engine::{HistoryError, PartnerState, ScoreHistory, StateError};
 use chrono::NaiveDate;
 use std::future::Future;
 
@@ -25,6 +25,8 @@ pub enum StoreError {
     Protocol(String),
     #[error("stored state of partner {partner_id} is unreadable: {source}")]
     CorruptState { partner_id: String, source: StateError },
+    #[error("stored score history of partner {partner_id} is unreadable: {source}")]
+    CorruptHistory { partner_id: String, source: HistoryError },
 }
 
 /// A Kafka partition events come from; the store keeps the highest offset applied from each.
@@ -38,6 +40,8 @@ pub struct SourcePartition {
 #[derive(Clone, Debug, Default)]
 pub struct StoredPartner {
     pub state: PartnerState,
+    /// Its daily scores so far.
+    pub history: ScoreHistory,
     /// 0 for a partner never written.
     pub version: u64,
     /// Highest applied offset per requested source partition, in the order asked.
@@ -54,6 +58,9 @@ pub struct PartnerWrite {
     pub state: Vec<u8>,
     pub score: Vec<u8>,
     pub score_fingerprint: u64,
+    /// Encoded `ScoreHistory`; `None` when it did not change (most events of a day), which
+    /// saves writing it again.
+    pub history: Option<Vec<u8>>,
     pub offsets: Vec<(SourcePartition, i64)>,
     /// The next day the score may change without a new event (day-rollover index).
     pub next_change: Option<NaiveDate>,
@@ -68,11 +75,23 @@ pub enum WriteOutcome {
     Conflict,
 }
 
-/// A stored score: protobuf `PartnerScore` bytes and the partner's version.
+/// A stored score: protobuf `PartnerScore` bytes, the partner's version and its encoded
+/// `ScoreHistory` (for the qualification window, computed when read).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredScore {
     pub score: Vec<u8>,
     pub version: u64,
+    pub history: Option<Vec<u8>>,
+}
+
+impl StoredPartner {
+    /// Decodes a stored history (absent: none yet).
+    pub fn decode_history(partner_id: &str, bytes: Option<&[u8]>) -> Result<ScoreHistory, StoreError> {
+        bytes.map_or(Ok(ScoreHistory::default()), |b| {
+            ScoreHistory::decode(b)
+                .map_err(|source| StoreError::CorruptHistory { partner_id: partner_id.to_owned(), source })
+        })
+    }
 }
 
 /// The store contract every implementation meets (and the contract tests check).

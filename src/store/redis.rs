@@ -220,7 +220,7 @@ impl StateStore for RedisStore {
             .iter()
             .map(|(partner_id, sources)| {
                 let mut cmd = redis::cmd("HMGET");
-                cmd.arg(self.partner_key(partner_id)).arg("state").arg("ver").arg("fp");
+                cmd.arg(self.partner_key(partner_id)).arg("state").arg("ver").arg("fp").arg("hist");
                 for source in sources {
                     cmd.arg(Self::offset_field(source));
                 }
@@ -233,7 +233,7 @@ impl StateStore for RedisStore {
             .zip(rows)
             .map(|((partner_id, sources), row)| {
                 let row = match row {
-                    Value::Array(row) if row.len() == 3 + sources.len() => row,
+                    Value::Array(row) if row.len() == 4 + sources.len() => row,
                     other => return Err(StoreError::Protocol(format!("HMGET returned {other:?}"))),
                 };
                 let state = match bytes(&row[0]) {
@@ -243,9 +243,10 @@ impl StateStore for RedisStore {
                 };
                 Ok(StoredPartner {
                     state,
+                    history: StoredPartner::decode_history(partner_id, bytes(&row[3]))?,
                     version: number(&row[1]).unwrap_or(0),
                     score_fingerprint: number(&row[2]),
-                    offsets: row[3..].iter().map(number).collect(),
+                    offsets: row[4..].iter().map(number).collect(),
                 })
             })
             .collect()
@@ -267,7 +268,12 @@ impl StateStore for RedisStore {
                 commands.push(due);
             }
             let mut commit = self.script_call(&self.commit, COMMIT, self.partner_key(&w.partner_id));
-            commit.arg(w.expected_version).arg(&w.state).arg(&w.score).arg(w.score_fingerprint.to_string());
+            commit
+                .arg(w.expected_version)
+                .arg(&w.state)
+                .arg(&w.score)
+                .arg(w.score_fingerprint.to_string())
+                .arg(w.history.as_deref().unwrap_or_default());
             for (source, offset) in &w.offsets {
                 commit.arg(Self::offset_field(source)).arg(*offset);
             }
@@ -290,7 +296,7 @@ impl StateStore for RedisStore {
             .iter()
             .map(|partner_id| {
                 let mut cmd = redis::cmd("HMGET");
-                cmd.arg(self.partner_key(partner_id)).arg("score").arg("ver");
+                cmd.arg(self.partner_key(partner_id)).arg("score").arg("ver").arg("hist");
                 cmd
             })
             .collect();
@@ -300,7 +306,11 @@ impl StateStore for RedisStore {
             .map(|row| {
                 let Value::Array(row) = row else { return None };
                 let score = row.first().and_then(bytes)?;
-                Some(StoredScore { score: score.to_vec(), version: row.get(1).and_then(number).unwrap_or(0) })
+                Some(StoredScore {
+                    score: score.to_vec(),
+                    version: row.get(1).and_then(number).unwrap_or(0),
+                    history: row.get(2).and_then(bytes).map(<[u8]>::to_vec),
+                })
             })
             .collect())
     }
