@@ -76,9 +76,9 @@ fn served_score(partner_id: &str, stored: &StoredScore, today: NaiveDate) -> Res
 fn optional_date(field: &'static str, text: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
     match text {
         None | Some("") => Ok(None),
-        Some(text) => parse_date(text)
-            .map(Some)
-            .ok_or_else(|| invalid(field, format!("{text:?} is not a YYYY-MM-DD date"))),
+        Some(text) => {
+            parse_date(text).map(Some).ok_or_else(|| invalid(field, format!("{text:?} is not a YYYY-MM-DD date")))
+        }
     }
 }
 

@@ -20,6 +20,10 @@ pub struct Args {
     /// Score on this day instead of the current score.
     #[arg(long, value_name = "YYYY-MM-DD", value_parser = date_arg)]
     as_of: Option<NaiveDate>,
+    /// Print `{"score": ..., "qualification_windows": ..., "forecast": ...}` instead of the
+    /// bare spec report.
+    #[arg(long)]
+    insights: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -31,7 +35,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         match client.get_score(request).await {
             Ok(response) => {
                 let score = response.into_inner().score.context("the service sent an empty score")?;
-                writeln!(std::io::stdout().lock(), "{}", serde_json::to_string(&PartnerScore::try_from(&score)?)?)?;
+                let report = serde_json::to_value(PartnerScore::try_from(&score)?)?;
+                let line = if args.insights {
+                    serde_json::json!({
+                        "score": report,
+                        "qualification_windows": super::insights::windows(&score.qualification_windows),
+                        "forecast": super::insights::forecast(score.forecast.as_ref()),
+                    })
+                } else {
+                    report
+                };
+                writeln!(std::io::stdout().lock(), "{line}")?;
             }
             Err(status) if status.code() == Code::NotFound => {
                 eprintln!("pcs: {}", status.message());

@@ -4,10 +4,13 @@ mod demo_data;
 mod endpoint;
 mod get;
 mod health;
+mod history;
+mod insights;
 mod list;
 mod produce;
 mod score;
 mod serve;
+mod simulate;
 mod watch;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -43,6 +46,10 @@ enum Command {
     Produce(produce::Args),
     /// Follow score changes live (WatchScores), one JSON line per change.
     Watch(watch::Args),
+    /// Print a partner's score day by day from a running service, one JSON line per day.
+    History(history::Args),
+    /// Score a partner as if some hypothetical events were added (nothing is stored).
+    Simulate(simulate::Args),
     /// Ask a running service whether it is serving (exit 0) or not (exit 1): gRPC health.
     Health(health::Args),
     /// Print the demo dataset that `serve --demo` loads (JSON Lines).
@@ -75,6 +82,8 @@ pub fn main() -> ExitCode {
         Command::List(args) => runtime().and_then(|rt| rt.block_on(list::run(args))),
         Command::Produce(args) => runtime().and_then(|rt| rt.block_on(produce::run(args))),
         Command::Watch(args) => runtime().and_then(|rt| rt.block_on(watch::run(args))),
+        Command::History(args) => runtime().and_then(|rt| rt.block_on(history::run(args))),
+        Command::Simulate(args) => runtime().and_then(|rt| rt.block_on(simulate::run(args))),
         Command::Health(args) => runtime().and_then(|rt| rt.block_on(health::run(args))),
         Command::DemoData(args) => demo_data::run(args),
     };

@@ -36,11 +36,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         match stream.message().await {
             Ok(Some(change)) => {
                 let score = change.score.context("a change without a score")?;
-                let line = serde_json::json!({
+                let mut line = serde_json::json!({
                     "version": change.version,
                     "cursor": change.cursor,
                     "score": PartnerScore::try_from(&score)?,
                 });
+                if !change.warnings.is_empty() {
+                    line["warnings"] = super::insights::warnings(&change.warnings);
+                }
                 writeln!(std::io::stdout().lock(), "{line}")?;
                 seen += 1;
             }

@@ -201,7 +201,8 @@ impl ScoreHistory {
                 let qualified_days =
                     periods.iter().map(|(a, b)| (b.signed_duration_since(*a).num_days() + 1) as u32).sum();
                 let last_qualified_on = periods.last().map(|p| p.1);
-                let in_window_until = last_qualified_on.map(|l| last_day_of(Month::of(l).forward(WINDOW_PREVIOUS_MONTHS)));
+                let in_window_until =
+                    last_qualified_on.map(|l| last_day_of(Month::of(l).forward(WINDOW_PREVIOUS_MONTHS)));
                 QualificationWindow {
                     designation: d.designation.clone(),
                     window_start,
@@ -245,11 +246,8 @@ impl ScoreHistory {
                     .collect(),
             })
             .collect();
-        let stored = StoredHistory {
-            names,
-            entries,
-            evaluated_through: self.evaluated_through.map(|d| d.num_days_from_ce()),
-        };
+        let stored =
+            StoredHistory { names, entries, evaluated_through: self.evaluated_through.map(|d| d.num_days_from_ce()) };
         let mut bytes = vec![FORMAT_VERSION];
         postcard::to_io(&stored, &mut bytes).expect("writing to a Vec cannot fail");
         bytes
@@ -263,7 +261,8 @@ impl ScoreHistory {
             Some((&other, _)) => return Err(HistoryError::UnknownVersion(other)),
             None => return Err(HistoryError::Corrupt("empty".into())),
         };
-        let day = |n: i32| NaiveDate::from_num_days_from_ce_opt(n).ok_or_else(|| HistoryError::Corrupt(format!("day {n}")));
+        let day =
+            |n: i32| NaiveDate::from_num_days_from_ce_opt(n).ok_or_else(|| HistoryError::Corrupt(format!("day {n}")));
         let name = |i: u16| {
             stored.names.get(usize::from(i)).cloned().ok_or_else(|| HistoryError::Corrupt(format!("name {i}")))
         };

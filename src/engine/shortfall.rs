@@ -88,7 +88,8 @@ fn cheapest(
         let mut next: BTreeMap<u32, (u32, Vec<Option<usize>>)> = BTreeMap::new();
         for (gain, (actions, picks)) in &reached {
             let leave = (lift == 0).then_some((0, 0, None));
-            let take = opts.iter().enumerate().filter(|(_, o)| o.gain >= lift).map(|(at, o)| (o.gain, o.actions, Some(at)));
+            let take =
+                opts.iter().enumerate().filter(|(_, o)| o.gain >= lift).map(|(at, o)| (o.gain, o.actions, Some(at)));
             for (g, a, pick) in leave.into_iter().chain(take) {
                 let candidate = (actions + a, gain + g);
                 if next.get(&candidate.1).is_none_or(|(best, _)| candidate.0 < *best) {

@@ -258,7 +258,12 @@ impl PartnerState {
     /// zero): the run-rate projection of a month in progress. `None` when nothing of that
     /// month is known, as there is nothing to project then. Event ids are left out: a
     /// projection is only evaluated, never merged into or stored.
-    pub(crate) fn with_month_projected(&self, month: Month, numerator: i128, denominator: i128) -> Option<PartnerState> {
+    pub(crate) fn with_month_projected(
+        &self,
+        month: Month,
+        numerator: i128,
+        denominator: i128,
+    ) -> Option<PartnerState> {
         let mut any = false;
         let customers = self
             .customers
@@ -286,7 +291,9 @@ impl PartnerState {
     pub(crate) fn acr_in(&self, month: Month) -> i128 {
         self.customers
             .values()
-            .filter_map(|c| c.acr.binary_search_by_key(&month, |cell| cell.0).ok().map(|i| c.acr[i].1.iter().sum::<i128>()))
+            .filter_map(|c| {
+                c.acr.binary_search_by_key(&month, |cell| cell.0).ok().map(|i| c.acr[i].1.iter().sum::<i128>())
+            })
             .sum()
     }
 

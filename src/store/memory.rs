@@ -88,11 +88,11 @@ impl StateStore for MemoryStore {
         Ok(partners
             .iter()
             .map(|id| {
-                inner
-                    .partners
-                    .get(id)
-                    .filter(|p| p.version > 0)
-                    .map(|p| StoredScore { score: p.score.clone(), version: p.version, history: p.history.clone() })
+                inner.partners.get(id).filter(|p| p.version > 0).map(|p| StoredScore {
+                    score: p.score.clone(),
+                    version: p.version,
+                    history: p.history.clone(),
+                })
             })
             .collect())
     }

@@ -38,7 +38,11 @@ return 0
 #[derive(Clone)]
 enum Connection {
     Single(ConnectionManager),
-    Cluster { client: ClusterClient, connection: Arc<OnceCell<ClusterConnection>> },
+    /// Boxed: a cluster client is several times the size of a connection manager.
+    Cluster {
+        client: Box<ClusterClient>,
+        connection: Arc<OnceCell<ClusterConnection>>,
+    },
 }
 
 impl Connection {
@@ -120,7 +124,10 @@ impl RedisStore {
             .response_timeout(timeout)
             .build()
             .map_err(|e| StoreError::Unavailable(format!("bad Redis Cluster nodes: {e}")))?;
-        Ok(RedisStore::with(Connection::Cluster { client, connection: Arc::new(OnceCell::new()) }, prefix))
+        Ok(RedisStore::with(
+            Connection::Cluster { client: Box::new(client), connection: Arc::new(OnceCell::new()) },
+            prefix,
+        ))
     }
 
     fn with(connection: Connection, prefix: &str) -> RedisStore {
