@@ -89,6 +89,57 @@ pub mod month_text {
     }
 }
 
+/// Serde for dates as day numbers (days since 0001-01-01 in the proleptic Gregorian
+/// calendar): stored state holds many dates, and a 3-byte varint is smaller and far quicker
+/// to read back than `"YYYY-MM-DD"` text.
+pub mod day_number {
+    use chrono::{Datelike, NaiveDate};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(day: &NaiveDate, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i32(day.num_days_from_ce())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
+        from_number(i32::deserialize(d)?)
+    }
+
+    pub(crate) fn from_number<E: Error>(n: i32) -> Result<NaiveDate, E> {
+        NaiveDate::from_num_days_from_ce_opt(n).ok_or_else(|| E::custom(format!("day number {n} is out of range")))
+    }
+
+    /// The same for a list of dates.
+    pub mod list {
+        use chrono::{Datelike, NaiveDate};
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(days: &[NaiveDate], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(days.iter().map(|d| d.num_days_from_ce()))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NaiveDate>, D::Error> {
+            Vec::<i32>::deserialize(d)?.into_iter().map(super::from_number).collect()
+        }
+    }
+
+    /// The same for a list of `(from, until)` intervals with an open end.
+    pub mod intervals {
+        use chrono::{Datelike, NaiveDate};
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(days: &[(NaiveDate, Option<NaiveDate>)], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(days.iter().map(|(a, b)| (a.num_days_from_ce(), b.map(|b| b.num_days_from_ce()))))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(NaiveDate, Option<NaiveDate>)>, D::Error> {
+            Vec::<(i32, Option<i32>)>::deserialize(d)?
+                .into_iter()
+                .map(|(a, b)| Ok((super::from_number(a)?, b.map(super::from_number).transpose()?)))
+                .collect()
+        }
+    }
+}
+
 /// The last complete calendar month before `as_of`'s month: spec §1's "M".
 pub fn last_complete_month(as_of: NaiveDate) -> Month {
     Month::of(as_of).back(1)

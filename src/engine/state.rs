@@ -13,6 +13,8 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod v1;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
     /// Spec §2: the id names a different fact than the one already merged under it.
@@ -36,10 +38,10 @@ pub enum Applied {
 /// All retained facts of one partner.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartnerState {
-    /// Event ids already merged, with a digest of their fact and how long the id matters.
-    /// foldhash: this lookup runs for every event, and SipHash costs more than the rest of
-    /// the merge; its per-process random seed still keeps crafted ids from colliding at will.
-    seen: foldhash::HashMap<String, SeenEvent>,
+    /// Event ids already merged (as 128-bit digests, see [`id_digest`]), with a digest of
+    /// their fact and how long the id matters. foldhash: this lookup runs for every event,
+    /// and SipHash costs more than the rest of the merge.
+    seen: foldhash::HashMap<u128, SeenEvent>,
     customers: BTreeMap<String, CustomerFacts>,
     /// Keyed by (individual, certification): iteration groups an individual's credentials.
     certifications: BTreeMap<(String, String), CertificationFacts>,
@@ -52,6 +54,7 @@ struct SeenEvent {
     fingerprint: u64,
     lifetime: Lifetime,
     /// When the event arrived: its id is kept at least through the dedup window.
+    #[serde(with = "crate::calendar::day_number")]
     received_on: NaiveDate,
 }
 
@@ -61,8 +64,8 @@ struct SeenEvent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Lifetime {
     AcrMonth(Month),
-    Until(NaiveDate),
-    Deployed(NaiveDate),
+    Until(#[serde(with = "crate::calendar::day_number")] NaiveDate),
+    Deployed(#[serde(with = "crate::calendar::day_number")] NaiveDate),
     Forever,
 }
 
@@ -77,13 +80,16 @@ pub(crate) struct CustomerFacts {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct CertificationFacts {
     /// Distinct `(earned_on, expires_on)` intervals, sorted.
+    #[serde(with = "crate::calendar::day_number::intervals")]
     pub(crate) earned: Vec<(NaiveDate, Option<NaiveDate>)>,
     /// Distinct `removed_on` dates, sorted.
+    #[serde(with = "crate::calendar::day_number::list")]
     pub(crate) removed: Vec<NaiveDate>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Deployment {
+    #[serde(with = "crate::calendar::day_number")]
     pub(crate) deployed_on: NaiveDate,
     pub(crate) area: SolutionArea,
     pub(crate) service: String,
@@ -100,7 +106,17 @@ impl Deployment {
 }
 
 /// The first byte of an encoded state, so a later format can be read beside this one.
-const FORMAT_VERSION: u8 = 1;
+/// Version 2 stores event ids as digests and dates as day numbers (version 1: ids and dates
+/// as text, still read, see `v1`).
+const FORMAT_VERSION: u8 = 2;
+
+/// The key an event id is remembered by: 128 bits of xxh3. Ids are free text (UUIDs and
+/// longer) and a partner remembers thousands, so a fixed 16 bytes keeps state small; two
+/// ids of one partner would share a digest with odds around 2^-100 (then the second would
+/// be taken for a redelivery or a reused id).
+pub(crate) fn id_digest(event_id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(event_id.as_bytes())
+}
 
 impl PartnerState {
     /// Merges one event. The event's partner is the caller's business: a state holds one
@@ -113,7 +129,8 @@ impl PartnerState {
     /// the dedup window, see [`PartnerState::prune`]).
     pub fn apply_received(&mut self, event: &Event, received_on: NaiveDate) -> Result<Applied, StateError> {
         let fingerprint = event.fact.fingerprint();
-        if let Some(seen) = self.seen.get(event.event_id.as_str()) {
+        let id = id_digest(&event.event_id);
+        if let Some(seen) = self.seen.get(&id) {
             return if seen.fingerprint == fingerprint {
                 Ok(Applied::Redelivery)
             } else {
@@ -121,7 +138,7 @@ impl PartnerState {
             };
         }
         let lifetime = self.merge(&event.fact);
-        self.seen.insert(event.event_id.clone(), SeenEvent { fingerprint, lifetime, received_on });
+        self.seen.insert(id, SeenEvent { fingerprint, lifetime, received_on });
         Ok(Applied::New)
     }
 
@@ -308,6 +325,7 @@ impl PartnerState {
     pub fn decode(bytes: &[u8]) -> Result<PartnerState, StateError> {
         match bytes.split_first() {
             Some((&FORMAT_VERSION, body)) => postcard::from_bytes(body).map_err(|e| StateError::Corrupt(e.to_string())),
+            Some((&1, body)) => v1::decode(body),
             Some((&other, _)) => Err(StateError::UnknownVersion(other)),
             None => Err(StateError::Corrupt("empty".into())),
         }
