@@ -171,7 +171,7 @@ async fn main() {
     config.events_partitions = PARTITIONS;
     config.scores_partitions = PARTITIONS;
     config.listen = format!("127.0.0.1:{listen_port}").parse().unwrap();
-    config.batch_max_events = 5000;
+    config.batch_max_events = pcs::config::DEFAULT_BATCH_MAX_EVENTS;
     config.watch_buffer = 65_536;
     let (shutdown, _) = tokio::sync::broadcast::channel(1);
     let started = Instant::now();

@@ -7,7 +7,7 @@
 //! forecast is the engine's evaluation of those projected facts on that day, so it explains
 //! itself the way a score does.
 
-use super::{PartnerScore, PartnerState, evaluate};
+use super::{PartnerScore, PartnerState, evaluate_points};
 use crate::calendar::Month;
 use crate::rules::RuleBook;
 use chrono::{Datelike, Days, NaiveDate};
@@ -128,7 +128,7 @@ pub fn forecast(
     let projected: Cow<PartnerState> = state
         .with_month_projected(month, i128::from(days_in_month), i128::from(days_elapsed))
         .map_or(Cow::Borrowed(state), Cow::Owned);
-    let next = evaluate(partner_id, &projected, on, rules);
+    let next = evaluate_points(partner_id, &projected, on, rules);
     let designations = current
         .designations
         .iter()
@@ -173,6 +173,7 @@ pub fn forecast_refresh_after(state: &PartnerState, today: NaiveDate) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::evaluate;
     use crate::events::decode_json;
 
     fn date(s: &str) -> NaiveDate {

@@ -5,7 +5,7 @@
 //! entry's day. Recording walks from the first day a change can affect to today, evaluating
 //! only on change days, so a backfill of a year costs a few dozen evaluations, not 365.
 
-use super::{PartnerScore, PartnerState, evaluate, next_change_after};
+use super::{PartnerScore, PartnerState, evaluate, evaluate_points, next_change_after};
 use crate::calendar::Month;
 use crate::rules::{Path, RuleBook};
 use chrono::{Datelike, Days, NaiveDate};
@@ -108,7 +108,12 @@ impl ScoreHistory {
         self.evaluated_through = Some(today);
         let mut day = from;
         loop {
-            let score = evaluate(partner_id, state, day, rules);
+            // Past days need only their points; today's score is the full report.
+            let score = if day == today {
+                evaluate(partner_id, state, day, rules)
+            } else {
+                evaluate_points(partner_id, state, day, rules)
+            };
             let snapshot = DaySnapshot::of(&score);
             if self.entries.last().is_none_or(|(_, last)| *last != snapshot) {
                 self.entries.push((day, snapshot));

@@ -48,6 +48,29 @@ pub(crate) struct Context<'a> {
 
 /// Scores one partner on `as_of` under the rule set in force that day (spec §3–§7).
 pub fn evaluate(partner_id: &str, state: &PartnerState, as_of: NaiveDate, rules: &RuleBook) -> PartnerScore {
+    score(partner_id, state, as_of, rules, Plans::Include)
+}
+
+/// Whether an evaluation works out the shortfall plan of unqualified designations. Past
+/// days (history) and forecasts need only the points, and the plan costs more than the
+/// points themselves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plans {
+    Include,
+    Omit,
+}
+
+/// [`evaluate`] without shortfall plans.
+pub(crate) fn evaluate_points(
+    partner_id: &str,
+    state: &PartnerState,
+    as_of: NaiveDate,
+    rules: &RuleBook,
+) -> PartnerScore {
+    score(partner_id, state, as_of, rules, Plans::Omit)
+}
+
+fn score(partner_id: &str, state: &PartnerState, as_of: NaiveDate, rules: &RuleBook, plans: Plans) -> PartnerScore {
     let set = rules.for_date(as_of);
     let m = last_complete_month(as_of);
     let path = path::decide(state, m, &set.path);
@@ -66,11 +89,11 @@ pub fn evaluate(partner_id: &str, state: &PartnerState, as_of: NaiveDate, rules:
         path: path.path,
         ttm_acr_micros: path.ttm_acr_micros,
         path_explanation: path.explanation,
-        designations: set.designations.iter().map(|d| designation(d, &ctx)).collect(),
+        designations: set.designations.iter().map(|d| designation(d, &ctx, plans)).collect(),
     }
 }
 
-fn designation(designation: &Designation, ctx: &Context) -> DesignationScore {
+fn designation(designation: &Designation, ctx: &Context, plans: Plans) -> DesignationScore {
     let area = designation.solution_area;
     let subcategories: Vec<SubcategoryScore> = designation
         .subcategories
@@ -85,7 +108,8 @@ fn designation(designation: &Designation, ctx: &Context) -> DesignationScore {
     let total = subcategories.iter().map(|s| s.points).sum();
     let q = &ctx.rules.qualification;
     let qualified = total >= q.min_total && subcategories.iter().all(|s| s.points >= q.min_subcategory_points);
-    let shortfall = (!qualified).then(|| shortfall::plan(designation, &subcategories, total, ctx));
+    let shortfall =
+        (!qualified && plans == Plans::Include).then(|| shortfall::plan(designation, &subcategories, total, ctx));
     DesignationScore { designation: designation.name.clone(), total, qualified, subcategories, shortfall }
 }
 

@@ -11,7 +11,6 @@
 use super::Context;
 use super::report::{Explanation, Shortfall, ShortfallStep, SubcategoryScore};
 use crate::rules::{Designation, Subcategory};
-use std::collections::BTreeMap;
 
 /// One way to add points to a subcategory: `actions` things to do, worth `gain` points.
 struct Choice {
@@ -74,38 +73,56 @@ pub(crate) fn plan(designation: &Designation, scores: &[SubcategoryScore], total
 
 /// The option per subcategory (`None`: leave it) of the cheapest qualifying combination, or
 /// `None` when no combination qualifies. A knapsack by groups over the points gained: for
-/// every total gain reachable so far, the fewest actions reaching it (first found on ties,
-/// so the plan is deterministic).
+/// every total gain reachable with the first subcategories, the fewest actions reaching it
+/// (the first found on ties, so the plan is deterministic) and the choice that got there.
+/// Totals are at most the rule set's points, so the tables are small and flat: this runs on
+/// every evaluation of an unqualified designation.
 fn cheapest(
     options: &[Vec<Choice>],
     scores: &[SubcategoryScore],
     min_points: u32,
     points_needed: u32,
 ) -> Option<Vec<Option<usize>>> {
-    let mut reached: BTreeMap<u32, (u32, Vec<Option<usize>>)> = BTreeMap::from([(0, (0, Vec::new()))]);
+    /// How a total gain was first reached most cheaply: actions, and (gain before this
+    /// subcategory, option taken).
+    type Cell = Option<(u32, usize, Option<usize>)>;
+    let most: usize = options.iter().map(|o| o.iter().map(|c| c.gain).max().unwrap_or(0) as usize).sum();
+    let mut layers: Vec<Vec<Cell>> = Vec::with_capacity(options.len() + 1);
+    let mut first: Vec<Cell> = vec![None; most + 1];
+    first[0] = Some((0, 0, None));
+    layers.push(first);
     for (opts, score) in options.iter().zip(scores) {
         let lift = min_points.saturating_sub(score.points);
-        let mut next: BTreeMap<u32, (u32, Vec<Option<usize>>)> = BTreeMap::new();
-        for (gain, (actions, picks)) in &reached {
+        let previous = layers.last().expect("the first layer is there");
+        let mut next: Vec<Cell> = vec![None; most + 1];
+        for (gain, cell) in previous.iter().enumerate() {
+            let Some((actions, _, _)) = *cell else { continue };
             let leave = (lift == 0).then_some((0, 0, None));
             let take =
                 opts.iter().enumerate().filter(|(_, o)| o.gain >= lift).map(|(at, o)| (o.gain, o.actions, Some(at)));
             for (g, a, pick) in leave.into_iter().chain(take) {
-                let candidate = (actions + a, gain + g);
-                if next.get(&candidate.1).is_none_or(|(best, _)| candidate.0 < *best) {
-                    let mut picks = picks.clone();
-                    picks.push(pick);
-                    next.insert(candidate.1, (candidate.0, picks));
+                let to = gain + g as usize;
+                if next[to].is_none_or(|(best, _, _)| actions + a < best) {
+                    next[to] = Some((actions + a, gain, pick));
                 }
             }
         }
-        reached = next;
+        layers.push(next);
     }
-    reached
-        .into_iter()
-        .filter(|(gain, _)| *gain >= points_needed)
-        .min_by_key(|(gain, (actions, _))| (*actions, *gain))
-        .map(|(_, (_, picks))| picks)
+    let last = layers.last().expect("the first layer is there");
+    let (mut gain, _) = last
+        .iter()
+        .enumerate()
+        .skip(points_needed as usize)
+        .filter_map(|(gain, cell)| cell.map(|(actions, _, _)| (gain, actions)))
+        .min_by_key(|(gain, actions)| (*actions, *gain))?;
+    let mut picks = vec![None; options.len()];
+    for (i, layer) in layers.iter().enumerate().skip(1).rev() {
+        let (_, before, pick) = layer[gain].expect("a reached total has a way there");
+        picks[i - 1] = pick;
+        gain = before;
+    }
+    Some(picks)
 }
 
 fn summary(points_needed: u32, empty: &[String], min_points: u32, steps: &[ShortfallStep], reachable: bool) -> String {

@@ -145,7 +145,10 @@ impl<S: StateStore> Applier<S> {
                     .await?;
             }
 
-            let writes: Vec<PartnerWrite> = plans.iter().filter_map(|p| p.write.clone()).collect();
+            // Moved out, not copied: a write holds the partner's whole encoded state.
+            let mut plans = plans;
+            let wrote: Vec<bool> = plans.iter().map(|p| p.write.is_some()).collect();
+            let writes: Vec<PartnerWrite> = plans.iter_mut().filter_map(|p| p.write.take()).collect();
             let outcomes = if writes.is_empty() {
                 Vec::new()
             } else {
@@ -156,15 +159,17 @@ impl<S: StateStore> Applier<S> {
                 )
                 .await?
             };
-            let mut outcomes = outcomes.into_iter();
+            let mut outcomes = writes.into_iter().zip(outcomes);
             let mut conflicted = Vec::new();
-            for (plan, partner) in plans.into_iter().zip(pending.keys()) {
+            for ((plan, partner), wrote) in plans.into_iter().zip(pending.keys()).zip(wrote) {
                 if plan.replayed {
                     result.replayed.push((*partner).to_owned());
                 }
-                let Some(write) = plan.write else { continue };
+                if !wrote {
+                    continue;
+                }
                 match outcomes.next() {
-                    Some(WriteOutcome::Written { version }) => {
+                    Some((write, WriteOutcome::Written { version })) => {
                         result.applied += plan.applied;
                         for (total, n) in result.applied_by_kind.iter_mut().zip(plan.applied_by_kind) {
                             *total += n;
@@ -178,7 +183,7 @@ impl<S: StateStore> Applier<S> {
                             });
                         }
                     }
-                    Some(WriteOutcome::Conflict) => conflicted.push(*partner),
+                    Some((_, WriteOutcome::Conflict)) => conflicted.push(*partner),
                     None => {
                         return Err(IngestError::Store(crate::store::StoreError::Protocol(
                             "missing write outcome".into(),
