@@ -9,35 +9,15 @@ use pcs::calendar::parse_date;
 use pcs::proto;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-use support::{Broker, Redis, Service, config, expected_reports, golden_dir, produce_lines};
+use std::time::Duration;
+use support::{
+    Broker, Redis, Service, as_json, config, expected_reports, golden_dir, produce_lines, spec_keys, wait_for_reports,
+};
 
 /// Waits until the service's score of every partner of `lines` is the one `pcs score`
 /// computes on `as_of`.
 async fn wait_until_consumed(service: &Service, lines: &[String], as_of: &str) {
-    let expected = expected_reports(lines, as_of);
-    let mut client = service.client().await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let response = client
-            .batch_get_scores(proto::BatchGetScoresRequest { partner_ids: expected.keys().cloned().collect() })
-            .await
-            .unwrap()
-            .into_inner();
-        let got: BTreeMap<String, Value> = response
-            .scores
-            .iter()
-            .map(|s| {
-                let report = serde_json::to_value(pcs::engine::PartnerScore::try_from(s).unwrap()).unwrap();
-                (s.partner_id.clone(), support::spec_keys(&report))
-            })
-            .collect();
-        if got == expected {
-            return;
-        }
-        assert!(Instant::now() < deadline, "scores never matched `pcs score`");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_reports(service, &expected_reports(lines, as_of), Duration::from_secs(90)).await.unwrap();
 }
 
 /// A day's snapshot from the report `pcs score --as-of` prints: (path, per designation
@@ -258,12 +238,10 @@ async fn simulate_adds_hypothetical_facts_and_changes_nothing() {
         .unwrap()
         .into_inner();
     assert_eq!(response.applied, 3);
-    let as_json = |s: &proto::PartnerScore| {
-        support::spec_keys(&serde_json::to_value(pcs::engine::PartnerScore::try_from(s).unwrap()).unwrap())
-    };
+    let spec = |s: &proto::PartnerScore| spec_keys(&as_json(s));
     let with: Vec<String> = valid.iter().cloned().chain(hypothetical.iter().cloned()).collect();
-    assert_eq!(as_json(response.score.as_ref().unwrap()), expected_reports(&with, as_of)[&partner]);
-    assert_eq!(as_json(response.baseline.as_ref().unwrap()), expected_reports(&valid, as_of)[&partner]);
+    assert_eq!(spec(response.score.as_ref().unwrap()), expected_reports(&with, as_of)[&partner]);
+    assert_eq!(spec(response.baseline.as_ref().unwrap()), expected_reports(&valid, as_of)[&partner]);
     assert_ne!(response.score, response.baseline, "the hypothetical facts count");
 
     // Bad hypothetical input is refused with the line at fault, and changes nothing either.

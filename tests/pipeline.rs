@@ -2,50 +2,15 @@
 
 mod support;
 
-use pcs::engine::PartnerScore;
 use pcs::proto;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use support::{Broker, Redis, RedisCluster, Service, config, golden_dir, produce_lines, read_topic, spec_keys};
+use support::{
+    Broker, Redis, RedisCluster, Service, config, golden_dir, produce_lines, read_topic, spec_keys, wait_for_reports,
+};
 use tokio::task::JoinSet;
 use tonic::Code;
-
-fn as_json(score: &proto::PartnerScore) -> Value {
-    serde_json::to_value(PartnerScore::try_from(score).unwrap()).unwrap()
-}
-
-/// Polls BatchGetScores until every expected report matches on the spec keys.
-async fn wait_for_reports(
-    service: &Service,
-    expected: &BTreeMap<String, Value>,
-    timeout: Duration,
-) -> Result<(), String> {
-    let mut client = service.client().await;
-    let ids: Vec<String> = expected.keys().cloned().collect();
-    let deadline = Instant::now() + timeout;
-    loop {
-        let response = client
-            .batch_get_scores(proto::BatchGetScoresRequest { partner_ids: ids.clone() })
-            .await
-            .map_err(|s| s.to_string())?
-            .into_inner();
-        let got: BTreeMap<String, Value> =
-            response.scores.iter().map(|s| (s.partner_id.clone(), spec_keys(&as_json(s)))).collect();
-        let mismatches: Vec<String> = expected
-            .iter()
-            .filter(|(id, want)| got.get(*id) != Some(*want))
-            .map(|(id, want)| format!("{id}:\n  got      {:?}\n  expected {want}", got.get(id)))
-            .collect();
-        if mismatches.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(mismatches.join("\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// Where a test service keeps its state.
 #[derive(Clone)]

@@ -7,7 +7,7 @@ pub use status::{ApiError, RESUME_CURSOR};
 use crate::auth::{Authenticator, Caller, Partners, Scope};
 use crate::calendar::parse_date;
 use crate::clock::Clock;
-use crate::engine::{PartnerState, evaluate, forecast};
+use crate::engine::{PartnerState, evaluate, forecast_with_warnings};
 use crate::events::validate_partner_id;
 use crate::feed::{Cursor, WatchHub, WatchItem};
 use crate::proto::{self, partner_score_service_server::PartnerScoreService};
@@ -153,8 +153,7 @@ impl<S: StateStore> ScoreApi<S> {
     /// A partner's score on `as_of` evaluated from its facts, with its forecast.
     fn scored(&self, partner_id: &str, state: &PartnerState, as_of: NaiveDate) -> proto::PartnerScore {
         let score = evaluate(partner_id, state, as_of, &self.rules);
-        let forecast = forecast(partner_id, state, &score, as_of, &self.rules);
-        let warnings = forecast.warnings(self.rules.for_date(as_of).qualification.min_total);
+        let (forecast, warnings) = forecast_with_warnings(partner_id, state, &score, as_of, &self.rules);
         let mut message = proto::PartnerScore::from(&score);
         message.forecast = Some(proto::ScoreForecast::of(partner_id, &forecast, &warnings));
         message

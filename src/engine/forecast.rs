@@ -162,6 +162,19 @@ pub fn forecast(
     }
 }
 
+/// [`forecast`] with the warnings it raises under the qualifying total in force `today`.
+pub fn forecast_with_warnings(
+    partner_id: &str,
+    state: &PartnerState,
+    current: &PartnerScore,
+    today: NaiveDate,
+    rules: &RuleBook,
+) -> (Forecast, Vec<ScoreWarning>) {
+    let forecast = forecast(partner_id, state, current, today, rules);
+    let warnings = forecast.warnings(rules.for_date(today).qualification.min_total);
+    (forecast, warnings)
+}
+
 /// When a forecast made today goes stale without a new event: tomorrow, while this month's
 /// ACR is being projected (the run rate's factor changes daily); otherwise only with the
 /// score's own change days.

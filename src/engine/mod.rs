@@ -20,6 +20,7 @@ mod usage_growth;
 
 pub use forecast::{
     DesignationForecast, Forecast, ScoreWarning, SubcategoryForecast, forecast, forecast_refresh_after,
+    forecast_with_warnings,
 };
 pub use history::{DaySnapshot, DesignationSnapshot, HistoryError, QualificationWindow, ScoreHistory};
 pub use partners::Partners;

@@ -8,7 +8,7 @@
 
 use super::{DeadLetter, DeadLetterSink, IngestError, Received};
 use crate::engine::{
-    Applied, PartnerState, ScoreHistory, StateError, forecast, forecast_refresh_after, next_change_after,
+    Applied, PartnerState, ScoreHistory, StateError, forecast_refresh_after, forecast_with_warnings, next_change_after,
 };
 use crate::proto;
 use crate::rules::RuleBook;
@@ -277,8 +277,7 @@ impl<S: StateStore> Applier<S> {
         let oldest = self.history_start(today);
         let score = history.record(partner_id, state, affected_from, oldest, today, &self.rules);
         history.prune(oldest);
-        let forecast = forecast(partner_id, state, &score, today, &self.rules);
-        let warnings = forecast.warnings(self.rules.for_date(today).qualification.min_total);
+        let (forecast, warnings) = forecast_with_warnings(partner_id, state, &score, today, &self.rules);
         let mut message = proto::PartnerScore::from(&score);
         message.qualification_windows = proto::qualification_windows(&history, today);
         message.forecast = Some(proto::ScoreForecast::of(partner_id, &forecast, &warnings));

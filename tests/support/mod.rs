@@ -455,3 +455,40 @@ pub fn expected_reports(lines: &[String], as_of: &str) -> std::collections::BTre
         .map(|r| (r.partner_id.clone(), spec_keys(&serde_json::to_value(&r).unwrap())))
         .collect()
 }
+
+/// A served score as the spec's JSON report.
+pub fn as_json(score: &pcs::proto::PartnerScore) -> serde_json::Value {
+    serde_json::to_value(pcs::engine::PartnerScore::try_from(score).unwrap()).unwrap()
+}
+
+/// Polls BatchGetScores until every expected report matches on the spec keys.
+pub async fn wait_for_reports(
+    service: &Service,
+    expected: &std::collections::BTreeMap<String, serde_json::Value>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut client = service.client().await;
+    let ids: Vec<String> = expected.keys().cloned().collect();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let response = client
+            .batch_get_scores(pcs::proto::BatchGetScoresRequest { partner_ids: ids.clone() })
+            .await
+            .map_err(|s| s.to_string())?
+            .into_inner();
+        let got: std::collections::BTreeMap<String, serde_json::Value> =
+            response.scores.iter().map(|s| (s.partner_id.clone(), spec_keys(&as_json(s)))).collect();
+        let mismatches: Vec<String> = expected
+            .iter()
+            .filter(|(id, want)| got.get(*id) != Some(*want))
+            .map(|(id, want)| format!("{id}:\n  got      {:?}\n  expected {want}", got.get(id)))
+            .collect();
+        if mismatches.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(mismatches.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
