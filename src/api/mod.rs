@@ -64,12 +64,16 @@ fn decode_score(bytes: &[u8]) -> Result<proto::PartnerScore, ApiError> {
         .map_err(|e| ApiError::Store(crate::store::StoreError::Protocol(format!("stored score: {e}"))))
 }
 
-/// A stored score as served on `today`: its qualification windows are recomputed from the
-/// stored history, as they move with the date while the score itself does not.
+/// A stored score as served on `today`. Its qualification windows move with the date while
+/// the score itself may not, so a score stored on an earlier day gets them recomputed from
+/// the stored history. A score stored today already carries today's windows, computed from
+/// the same history: most reads skip decoding it.
 fn served_score(partner_id: &str, stored: &StoredScore, today: NaiveDate) -> Result<proto::PartnerScore, ApiError> {
     let mut score = decode_score(&stored.score)?;
-    let history = StoredPartner::decode_history(partner_id, stored.history.as_deref())?;
-    score.qualification_windows = proto::qualification_windows(&history, today);
+    if parse_date(&score.as_of) != Some(today) {
+        let history = StoredPartner::decode_history(partner_id, stored.history.as_deref())?;
+        score.qualification_windows = proto::qualification_windows(&history, today);
+    }
     Ok(score)
 }
 

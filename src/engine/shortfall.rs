@@ -74,53 +74,52 @@ pub(crate) fn plan(designation: &Designation, scores: &[SubcategoryScore], total
 /// The option per subcategory (`None`: leave it) of the cheapest qualifying combination, or
 /// `None` when no combination qualifies. A knapsack by groups over the points gained: for
 /// every total gain reachable with the first subcategories, the fewest actions reaching it
-/// (the first found on ties, so the plan is deterministic) and the choice that got there.
-/// Totals are at most the rule set's points, so the tables are small and flat: this runs on
-/// every evaluation of an unqualified designation.
+/// (then the least gain; the first found on full ties, so the plan is deterministic) and the
+/// choice that got there.
+///
+/// Gains at or above `points_needed` share the table's last cell: the order "fewest
+/// actions, then least gain" is kept by adding the same actions and gain to both sides, so
+/// the best way past the target so far stays the best however it is extended. The table is
+/// then as wide as the points missing, not the rule set's points: this runs on every
+/// evaluation of an unqualified designation, and a nearly qualified one searches a few cells.
 fn cheapest(
     options: &[Vec<Choice>],
     scores: &[SubcategoryScore],
     min_points: u32,
     points_needed: u32,
 ) -> Option<Vec<Option<usize>>> {
-    /// How a total gain was first reached most cheaply: actions, and (gain before this
+    /// How a cell was first reached most cheaply: actions, gain, and (cell before this
     /// subcategory, option taken).
-    type Cell = Option<(u32, usize, Option<usize>)>;
-    let most: usize = options.iter().map(|o| o.iter().map(|c| c.gain).max().unwrap_or(0) as usize).sum();
-    let mut layers: Vec<Vec<Cell>> = Vec::with_capacity(options.len() + 1);
-    let mut first: Vec<Cell> = vec![None; most + 1];
-    first[0] = Some((0, 0, None));
-    layers.push(first);
-    for (opts, score) in options.iter().zip(scores) {
+    type Cell = Option<(u32, u32, usize, Option<usize>)>;
+    let width = points_needed as usize + 1;
+    let mut layers: Vec<Cell> = vec![None; width * (options.len() + 1)];
+    layers[0] = Some((0, 0, 0, None));
+    for (i, (opts, score)) in options.iter().zip(scores).enumerate() {
         let lift = min_points.saturating_sub(score.points);
-        let previous = layers.last().expect("the first layer is there");
-        let mut next: Vec<Cell> = vec![None; most + 1];
-        for (gain, cell) in previous.iter().enumerate() {
-            let Some((actions, _, _)) = *cell else { continue };
+        let (done, rest) = layers.split_at_mut(width * (i + 1));
+        let previous = &done[width * i..];
+        let next = &mut rest[..width];
+        for (at, cell) in previous.iter().enumerate() {
+            let Some((actions, gain, _, _)) = *cell else { continue };
             let leave = (lift == 0).then_some((0, 0, None));
             let take =
-                opts.iter().enumerate().filter(|(_, o)| o.gain >= lift).map(|(at, o)| (o.gain, o.actions, Some(at)));
+                opts.iter().enumerate().filter(|(_, o)| o.gain >= lift).map(|(k, o)| (o.gain, o.actions, Some(k)));
             for (g, a, pick) in leave.into_iter().chain(take) {
-                let to = gain + g as usize;
-                if next[to].is_none_or(|(best, _, _)| actions + a < best) {
-                    next[to] = Some((actions + a, gain, pick));
+                let to = (at + g as usize).min(width - 1);
+                let candidate = (actions + a, gain + g);
+                if next[to].is_none_or(|(best_a, best_g, _, _)| candidate < (best_a, best_g)) {
+                    next[to] = Some((candidate.0, candidate.1, at, pick));
                 }
             }
         }
-        layers.push(next);
     }
-    let last = layers.last().expect("the first layer is there");
-    let (mut gain, _) = last
-        .iter()
-        .enumerate()
-        .skip(points_needed as usize)
-        .filter_map(|(gain, cell)| cell.map(|(actions, _, _)| (gain, actions)))
-        .min_by_key(|(gain, actions)| (*actions, *gain))?;
+    let mut at = width - 1;
+    layers[width * options.len() + at]?;
     let mut picks = vec![None; options.len()];
-    for (i, layer) in layers.iter().enumerate().skip(1).rev() {
-        let (_, before, pick) = layer[gain].expect("a reached total has a way there");
-        picks[i - 1] = pick;
-        gain = before;
+    for i in (0..options.len()).rev() {
+        let (_, _, before, pick) = layers[width * (i + 1) + at].expect("a reached cell has a way there");
+        picks[i] = pick;
+        at = before;
     }
     Some(picks)
 }
@@ -274,9 +273,10 @@ mod tests {
         }
     }
 
-    /// The fewest actions over every combination (one option or none per subcategory).
-    fn exhaustive(options: &[Vec<Choice>], scores: &[SubcategoryScore], min: u32, needed: u32) -> Option<u32> {
-        let mut best: Option<u32> = None;
+    /// The fewest actions, then the least gain, over every combination (one option or none
+    /// per subcategory).
+    fn exhaustive(options: &[Vec<Choice>], scores: &[SubcategoryScore], min: u32, needed: u32) -> Option<(u32, u32)> {
+        let mut best: Option<(u32, u32)> = None;
         let mut picks = vec![0usize; options.len()];
         loop {
             let mut ok = true;
@@ -288,7 +288,7 @@ mod tests {
                 gain += g;
             }
             if ok && gain >= needed {
-                best = Some(best.map_or(actions, |b| b.min(actions)));
+                best = Some(best.map_or((actions, gain), |b| b.min((actions, gain))));
             }
             let mut i = 0;
             loop {
@@ -307,7 +307,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn the_plan_takes_the_fewest_actions_of_any_combination(
+        fn the_plan_takes_the_fewest_actions_then_the_least_gain_of_any_combination(
             groups in prop::collection::vec(
                 (0u32..3, prop::collection::vec((1u32..4, 1u32..15), 0..6)),
                 1..5,
@@ -342,7 +342,7 @@ mod tests {
                     gain += g;
                 }
                 prop_assert!(gain >= needed);
-                prop_assert_eq!(Some(actions), best);
+                prop_assert_eq!(Some((actions, gain)), best);
             }
         }
     }

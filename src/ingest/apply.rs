@@ -6,7 +6,7 @@
 //! step. A concurrent writer of the same partner (possible only when producers do not key
 //! by partner) makes the write fail on the version, and the partner is read and applied again.
 
-use super::{DeadLetter, DeadLetterSink, IngestError, Received};
+use super::{DeadLetter, DeadLetterSink, IngestError, Received, parallel};
 use crate::engine::{
     Applied, PartnerState, ScoreHistory, StateError, forecast_refresh_after, forecast_with_warnings, next_change_after,
 };
@@ -120,14 +120,10 @@ impl<S: StateStore> Applier<S> {
                 self.store.load(&requests),
             )
             .await?;
-            let plans: Vec<Plan> = requests
-                .iter()
-                .zip(stored)
-                .zip(pending.values())
-                .map(|(((partner, sources), stored), indexes)| {
-                    self.plan(partner, sources, stored, indexes, events, today)
-                })
-                .collect();
+            let work: Vec<_> = requests.iter().zip(stored).zip(pending.values()).collect();
+            let plans: Vec<Plan> = parallel::map(work, |(((partner, sources), stored), indexes)| {
+                self.plan(partner, sources, stored, indexes, events, today)
+            });
 
             let fresh: Vec<(usize, String)> = plans
                 .iter()
@@ -329,16 +325,17 @@ impl<S: StateStore> Applier<S> {
             // Indexed by a write that never landed: no partner to re-evaluate, only an entry
             // to clear.
             let mut rescheduled: Vec<(String, Option<NaiveDate>)> = Vec::new();
-            let mut writes = Vec::new();
+            let mut work = Vec::new();
             let mut previous = Vec::new();
             for ((partner_id, _), stored) in requests.into_iter().zip(stored) {
                 if stored.version == 0 {
                     rescheduled.push((partner_id, None));
                 } else {
                     previous.push(stored.score_fingerprint);
-                    writes.push(self.reevaluation(partner_id, stored, today));
+                    work.push((partner_id, stored));
                 }
             }
+            let writes = parallel::map(work, |(partner_id, stored)| self.reevaluation(partner_id, stored, today));
             let outcomes = if writes.is_empty() { Vec::new() } else { self.store.write(&writes).await? };
             let mut contended = Vec::new();
             for ((write, previous), outcome) in writes.into_iter().zip(previous).zip(outcomes) {

@@ -13,6 +13,7 @@
 
 mod apply;
 mod dlq;
+mod parallel;
 mod received;
 
 pub use apply::{Applier, BatchResult, ScoreUpdate};
