@@ -4,7 +4,7 @@
 use crate::ingest::{IngestError, ScoreUpdate};
 use crate::telemetry::{inject_traceparent, metrics};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tracing::Instrument;
 
 /// The header carrying the partner's store version of the score.
@@ -21,8 +21,15 @@ impl ScorePublisher {
     /// trace context of the work that produced it (`traceparent`), so the feed's consumers
     /// continue the trace.
     pub async fn publish(&self, updates: &[ScoreUpdate]) -> Result<(), IngestError> {
+        self.send(updates)?.acknowledged().await
+    }
+
+    /// Hands every score to the producer, in order, and returns without waiting for the
+    /// broker: the consumer loop waits for the acknowledgements while it works on the next
+    /// batch.
+    pub fn send(&self, updates: &[ScoreUpdate]) -> Result<Deliveries, IngestError> {
         if updates.is_empty() {
-            return Ok(());
+            return Ok(Deliveries { pending: Vec::new(), oldest_event_ms: Vec::new(), span: tracing::Span::none() });
         }
         let span = tracing::info_span!(
             "pcs.publish",
@@ -32,28 +39,45 @@ impl ScorePublisher {
             messaging.destination.name = %self.topic,
             messaging.batch.message_count = updates.len(),
         );
-        self.publish_traced(updates, &span).instrument(span.clone()).await
-    }
-
-    async fn publish_traced(&self, updates: &[ScoreUpdate], span: &tracing::Span) -> Result<(), IngestError> {
-        let mut deliveries = Vec::with_capacity(updates.len());
+        let mut pending = Vec::with_capacity(updates.len());
         for update in updates {
             let version = update.version.to_string();
             let headers = OwnedHeaders::new().insert(Header { key: VERSION_HEADER, value: Some(&version) });
             let record = FutureRecord::to(&self.topic)
                 .key(&update.partner_id)
                 .payload(&update.score)
-                .headers(inject_traceparent(span, headers));
-            deliveries.push(self.producer.send_result(record).map_err(|(e, _)| IngestError::Produce(e))?);
+                .headers(inject_traceparent(&span, headers));
+            pending.push(self.producer.send_result(record).map_err(|(e, _)| IngestError::Produce(e))?);
         }
-        for delivery in deliveries {
-            crate::kafka::await_delivery(delivery).await.map_err(IngestError::Produce)?;
+        Ok(Deliveries { pending, oldest_event_ms: updates.iter().filter_map(|u| u.oldest_event_ms).collect(), span })
+    }
+}
+
+/// Scores handed to the producer and not yet acknowledged by the broker.
+pub struct Deliveries {
+    pending: Vec<DeliveryFuture>,
+    oldest_event_ms: Vec<i64>,
+    span: tracing::Span,
+}
+
+impl Deliveries {
+    /// Waits until the broker has every score; an error for any of them fails the lot.
+    pub async fn acknowledged(self) -> Result<(), IngestError> {
+        let Deliveries { pending, oldest_event_ms, span } = self;
+        let count = pending.len() as u64;
+        async {
+            for delivery in pending {
+                crate::kafka::await_delivery(delivery).await.map_err(IngestError::Produce)?;
+            }
+            Ok::<(), IngestError>(())
         }
+        .instrument(span)
+        .await?;
         let m = metrics();
-        m.score_changes.add(updates.len() as u64, &[]);
+        m.score_changes.add(count, &[]);
         let now_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        for oldest in updates.iter().filter_map(|u| u.oldest_event_ms) {
+        for oldest in oldest_event_ms {
             m.freshness.record((now_ms - oldest).max(0) as f64 / 1000.0, &[]);
         }
         Ok(())

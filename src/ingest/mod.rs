@@ -1,10 +1,14 @@
 //! The consumer loop: Kafka events in, durable partner state out, offsets committed last.
 //!
 //! A cycle: collect a bounded batch (size and time), decode it (bad messages become dead
-//! letters), apply it to the store (see `apply`), publish the scores that changed, then
-//! commit the consumed offsets. Offsets are committed only after the effect is durable, and
-//! the store records per partner the highest offset applied, so a crash anywhere in the
-//! cycle leads to a replay that changes nothing twice.
+//! letters), apply it to the store (see `apply`), hand the scores that changed to the
+//! producer, then commit the consumed offsets once the broker has acknowledged those
+//! scores. The acknowledgements of one batch are awaited while the next batch is collected
+//! and applied, so the broker's round trip does not add to every cycle; offsets are still
+//! committed in batch order, and only after both the store write and the scores are
+//! durable. The store records per partner the highest offset applied, so a crash anywhere
+//! in the cycle leads to a replay that changes nothing twice (and publishes the stored
+//! scores again).
 //!
 //! Rebalances run inside the consumer's poll, which happens only while a batch is being
 //! collected. Messages collected from a partition that is revoked meanwhile are dropped
@@ -21,7 +25,7 @@ pub use dlq::{DeadLetterSink, DeadLetterTopic, MAX_DEAD_LETTER_PAYLOAD};
 pub use received::{CONTENT_TYPE, DeadLetter, MAX_EVENT_BYTES, PROTOBUF, RawMessage, Received, decode, raw_message};
 
 use crate::clock::Clock;
-use crate::feed::ScorePublisher;
+use crate::feed::{Deliveries, ScorePublisher};
 use crate::store::{StateStore, StoreError};
 use crate::telemetry::{continue_trace, metrics, record_trace_id};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -130,14 +134,18 @@ pub struct Ingest<S> {
     pub status: Arc<IngestStatus>,
 }
 
+/// A batch applied to the store whose scores the broker has not acknowledged yet.
+struct InFlight {
+    batch: Vec<RawMessage>,
+    acknowledged: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), IngestError>> + Send>>,
+}
+
 impl<S: StateStore> Ingest<S> {
     /// Consumes until `shutdown` fires, then commits what is durable and returns.
     pub async fn run(self, mut shutdown: broadcast::Receiver<()>) {
-        // The last committed batch, committed again synchronously on the way out: an
-        // asynchronous commit may still be in flight when the consumer closes.
-        let mut last_done: Vec<RawMessage> = Vec::new();
+        let mut in_flight: Option<InFlight> = None;
         loop {
-            let Some(batch) = self.collect(&mut shutdown).await else { break };
+            let Some(batch) = self.collect(&mut shutdown, &mut in_flight).await else { break };
             let batch: Vec<RawMessage> = batch
                 .into_iter()
                 .filter(|m| self.consumer.context().owns(&m.source.topic, m.source.partition))
@@ -145,25 +153,87 @@ impl<S: StateStore> Ingest<S> {
             if batch.is_empty() {
                 continue;
             }
-            if !self.process_with_retry(&batch, &mut shutdown).await {
-                break;
+            let Some(deliveries) = self.process_with_retry(&batch, &mut shutdown).await else { break };
+            if let Some(previous) = in_flight.take() {
+                let acknowledged = previous.acknowledged.await;
+                if !self.settle(previous.batch, acknowledged, &mut shutdown).await {
+                    break;
+                }
             }
-            self.commit(&batch, CommitMode::Async);
-            last_done = batch;
+            in_flight = Some(InFlight { batch, acknowledged: Box::pin(deliveries.acknowledged()) });
         }
-        if !last_done.is_empty() {
-            self.commit(&last_done, CommitMode::Sync);
+        // The last batch's scores are already on their way: wait for them, then commit
+        // synchronously, as an asynchronous commit may still be in flight when the consumer
+        // closes. If they fail, the batch stays uncommitted and is replayed.
+        if let Some(last) = in_flight.take() {
+            match last.acknowledged.await {
+                Ok(()) => self.commit(&last.batch, CommitMode::Sync),
+                Err(e) => tracing::warn!(error = %e, "last batch's scores not acknowledged; it is left to a replay"),
+            }
         }
         tracing::info!("event consumer stopped");
     }
 
+    /// Commits a batch whose scores were handed to the producer, once the broker has them.
+    /// If any failed, the batch is processed again: its events are all applied already, so
+    /// that publishes the partners' stored scores again, until they are acknowledged.
+    /// Returns false when shutdown interrupted that (nothing is committed for the batch).
+    async fn settle(
+        &self,
+        batch: Vec<RawMessage>,
+        mut acknowledged: Result<(), IngestError>,
+        shutdown: &mut broadcast::Receiver<()>,
+    ) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = acknowledged {
+            let first = batch.first().expect("batches are not empty");
+            tracing::error!(
+                error = %e,
+                topic = %first.source.topic,
+                partition = first.source.partition,
+                offset = first.offset,
+                events = batch.len(),
+                retry_in_ms = backoff.as_millis() as u64,
+                "scores not acknowledged; publishing the batch's stored scores again (nothing is committed until they are)"
+            );
+            tokio::select! {
+                _ = shutdown.recv() => return false,
+                _ = sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            let Some(deliveries) = self.process_with_retry(&batch, shutdown).await else { return false };
+            acknowledged = deliveries.acknowledged().await;
+        }
+        self.commit(&batch, CommitMode::Async);
+        true
+    }
+
     /// Waits for a first message, then fills the batch until it is full or its time is up.
-    /// `None` when shutting down.
-    async fn collect(&self, shutdown: &mut broadcast::Receiver<()>) -> Option<Vec<RawMessage>> {
+    /// While nothing arrives, the batch in flight is settled, so that its offsets are
+    /// committed without waiting for more input. `None` when shutting down.
+    async fn collect(
+        &self,
+        shutdown: &mut broadcast::Receiver<()>,
+        in_flight: &mut Option<InFlight>,
+    ) -> Option<Vec<RawMessage>> {
         let mut batch = Vec::new();
-        let first = tokio::select! {
-            _ = shutdown.recv() => return None,
-            m = self.consumer.recv() => m,
+        let first = loop {
+            let settled = async {
+                match in_flight.as_mut() {
+                    Some(f) => f.acknowledged.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.recv() => return None,
+                m = self.consumer.recv() => break m,
+                acknowledged = settled => {
+                    let previous = in_flight.take().expect("only an in-flight batch settles");
+                    if !self.settle(previous.batch, acknowledged, shutdown).await {
+                        return None;
+                    }
+                }
+            }
         };
         match first {
             Ok(m) => batch.push(raw_message(&m)),
@@ -185,15 +255,20 @@ impl<S: StateStore> Ingest<S> {
         Some(batch)
     }
 
-    /// Processes a batch, retrying with backoff until it succeeds. Returns false when
-    /// shutdown interrupted the retries (nothing was committed for the batch).
-    async fn process_with_retry(&self, batch: &[RawMessage], shutdown: &mut broadcast::Receiver<()>) -> bool {
+    /// Processes a batch, retrying with backoff until it succeeds, and returns its scores'
+    /// deliveries. `None` when shutdown interrupted the retries (nothing was committed for
+    /// the batch).
+    async fn process_with_retry(
+        &self,
+        batch: &[RawMessage],
+        shutdown: &mut broadcast::Receiver<()>,
+    ) -> Option<Deliveries> {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.process(batch).await {
-                Ok(()) => {
+                Ok(deliveries) => {
                     self.status.store_ok.store(true, Ordering::Release);
-                    return true;
+                    return Some(deliveries);
                 }
                 Err(e) => {
                     if matches!(e, IngestError::Store(_)) {
@@ -210,7 +285,7 @@ impl<S: StateStore> Ingest<S> {
                         "batch failed; retrying (no offset is committed until it succeeds)"
                     );
                     tokio::select! {
-                        _ = shutdown.recv() => return false,
+                        _ = shutdown.recv() => return None,
                         _ = sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -219,7 +294,7 @@ impl<S: StateStore> Ingest<S> {
         }
     }
 
-    async fn process(&self, batch: &[RawMessage]) -> Result<(), IngestError> {
+    async fn process(&self, batch: &[RawMessage]) -> Result<Deliveries, IngestError> {
         let first = &batch[0];
         let span = tracing::info_span!(
             "pcs.batch",
@@ -235,7 +310,7 @@ impl<S: StateStore> Ingest<S> {
         self.process_traced(batch).instrument(span).await
     }
 
-    async fn process_traced(&self, batch: &[RawMessage]) -> Result<(), IngestError> {
+    async fn process_traced(&self, batch: &[RawMessage]) -> Result<Deliveries, IngestError> {
         let m = metrics();
         m.events_consumed.add(batch.len() as u64, &[]);
         m.batch_size.record(batch.len() as u64, &[]);
@@ -273,7 +348,7 @@ impl<S: StateStore> Ingest<S> {
         dead_lettered?;
         let result = applied?;
         m.apply_duration.record(started.elapsed().as_secs_f64(), &[]);
-        self.publisher.publish(&result.changed).await?;
+        let deliveries = self.publisher.send(&result.changed)?;
         if !result.replayed.is_empty() {
             self.republish(&result.replayed).await?;
         }
@@ -286,7 +361,7 @@ impl<S: StateStore> Ingest<S> {
         self.status.events_applied.fetch_add(result.applied as u64, Ordering::Relaxed);
         self.status.events_rejected.fetch_add(rejected_at_decode as u64, Ordering::Relaxed);
         tracing::debug!(events = batch.len(), applied = result.applied, changed = result.changed.len(), "batch done");
-        Ok(())
+        Ok(deliveries)
     }
 
     /// Publishes the stored scores of replayed partners again (at-least-once feed).
