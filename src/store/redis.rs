@@ -14,6 +14,9 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 const COMMIT: &str = include_str!("commit.lua");
+/// Partners named by one index ZADD: a few tens of KB per command, so Redis is never held
+/// by one command for long.
+const INDEX_CHUNK: usize = 1000;
 
 /// Moves a due entry: an entry already due (on or before ARGV[1]) is replaced by ARGV[2] (or
 /// removed when ARGV[2] is empty); a later entry only moves earlier, so an event written
@@ -191,15 +194,18 @@ impl RedisStore {
 
     /// Runs commands that may call scripts by hash, loading the scripts first if Redis lost
     /// them (after a restart or SCRIPT FLUSH). Every such command is safe to repeat.
-    async fn run_with_scripts(&self, commands: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
-        match self.connection.run(commands.clone()).await {
+    async fn run_with_scripts(&self, commands: impl Fn() -> Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
+        // The commands are built again for the retry rather than cloned up front: a batch's
+        // writes carry every partner's state and score, and copying them all on every call,
+        // for a retry needed once per Redis restart, showed in ingest's profile.
+        match self.connection.run(commands()).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 if let Connection::Single(c) = &self.connection {
                     for script in [&self.commit, &self.reschedule] {
                         script.prepare_invoke().load_async(&mut c.clone()).await.map_err(unavailable)?;
                     }
                 }
-                self.connection.run(commands).await.map_err(unavailable)
+                self.connection.run(commands()).await.map_err(unavailable)
             }
             other => other.map_err(unavailable),
         }
@@ -260,39 +266,58 @@ impl StateStore for RedisStore {
     }
 
     async fn write(&self, writes: &[PartnerWrite]) -> Result<Vec<WriteOutcome>, StoreError> {
-        let mut commands = Vec::with_capacity(writes.len() * 3);
-        let mut commits = Vec::with_capacity(writes.len());
-        for w in writes {
-            // The indexes go first: if the partner write then fails, an index names a
-            // partner too early (harmless: listing skips it, a rollover re-evaluates it),
-            // never too late.
-            let mut listed = redis::cmd("ZADD");
-            listed.arg(self.partners_key()).arg("NX").arg(0).arg(&w.partner_id);
-            commands.push(listed);
-            if let Some(next) = w.next_change {
+        let commands = || {
+            let mut commands = Vec::with_capacity(writes.len() + 2 * writes.len().div_ceil(INDEX_CHUNK));
+            // The indexes go first: if a partner write then fails, an index names a partner
+            // too early (harmless: listing skips it, a rollover re-evaluates it), never too
+            // late. One ZADD names many partners: a command per partner per index cost Redis
+            // and the client more than the partner writes themselves.
+            for chunk in writes.chunks(INDEX_CHUNK) {
+                let mut listed = redis::cmd("ZADD");
+                listed.arg(self.partners_key()).arg("NX");
+                for w in chunk {
+                    listed.arg(0).arg(&w.partner_id);
+                }
+                commands.push(listed);
                 let mut due = redis::cmd("ZADD");
-                due.arg(self.due_key()).arg("LT").arg(day_number(next)).arg(&w.partner_id);
-                commands.push(due);
+                due.arg(self.due_key()).arg("LT");
+                let mut any = false;
+                for w in chunk {
+                    if let Some(next) = w.next_change {
+                        due.arg(day_number(next)).arg(&w.partner_id);
+                        any = true;
+                    }
+                }
+                if any {
+                    commands.push(due);
+                }
             }
-            let mut commit = self.script_call(&self.commit, COMMIT, self.partner_key(&w.partner_id));
-            commit
-                .arg(w.expected_version)
-                .arg(&w.state)
-                .arg(&w.score)
-                .arg(w.score_fingerprint.to_string())
-                .arg(w.history.as_deref().unwrap_or_default());
-            for (source, offset) in &w.offsets {
-                commit.arg(Self::offset_field(source)).arg(*offset);
+            for w in writes {
+                let mut commit = self.script_call(&self.commit, COMMIT, self.partner_key(&w.partner_id));
+                commit
+                    .arg(w.expected_version)
+                    .arg(&w.state)
+                    .arg(&w.score)
+                    .arg(w.score_fingerprint.to_string())
+                    .arg(w.history.as_deref().unwrap_or_default());
+                for (source, offset) in &w.offsets {
+                    commit.arg(Self::offset_field(source)).arg(*offset);
+                }
+                commands.push(commit);
             }
-            commits.push(commands.len());
-            commands.push(commit);
-        }
+            commands
+        };
         let results = self.run_with_scripts(commands).await?;
+        // The commits are the last commands, one per write.
+        let commits = results.get(results.len().saturating_sub(writes.len())..).unwrap_or_default();
+        if commits.len() != writes.len() {
+            return Err(StoreError::Protocol(format!("{} results for {} writes", commits.len(), writes.len())));
+        }
         commits
-            .into_iter()
-            .map(|i| match results.get(i) {
-                Some(Value::Int(-1)) => Ok(WriteOutcome::Conflict),
-                Some(Value::Int(version)) if *version > 0 => Ok(WriteOutcome::Written { version: *version as u64 }),
+            .iter()
+            .map(|result| match result {
+                Value::Int(-1) => Ok(WriteOutcome::Conflict),
+                Value::Int(version) if *version > 0 => Ok(WriteOutcome::Written { version: *version as u64 }),
                 other => Err(StoreError::Protocol(format!("commit script returned {other:?}"))),
             })
             .collect()
@@ -335,16 +360,18 @@ impl StateStore for RedisStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let commands = changes
-            .iter()
-            .map(|(partner_id, next_change)| {
-                let mut cmd = self.script_call(&self.reschedule, RESCHEDULE, self.due_key());
-                cmd.arg(day_number(today))
-                    .arg(next_change.map(|d| day_number(d).to_string()).unwrap_or_default())
-                    .arg(partner_id);
-                cmd
-            })
-            .collect();
+        let commands = || {
+            changes
+                .iter()
+                .map(|(partner_id, next_change)| {
+                    let mut cmd = self.script_call(&self.reschedule, RESCHEDULE, self.due_key());
+                    cmd.arg(day_number(today))
+                        .arg(next_change.map(|d| day_number(d).to_string()).unwrap_or_default())
+                        .arg(partner_id);
+                    cmd
+                })
+                .collect()
+        };
         self.run_with_scripts(commands).await.map(drop)
     }
 }
