@@ -303,6 +303,26 @@ async fn main() {
     let info: String = redis::cmd("INFO").arg("memory").query_async(&mut con).await.unwrap();
     let used: u64 =
         info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    // Redis's own time per command, from its command statistics: what the partner commit
+    // (a Lua script) and the reads cost on Redis's side of the connection.
+    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut con).await.unwrap();
+    let per_call = |command: &str| -> String {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))
+            .map(|fields| {
+                let field = |name: &str| {
+                    fields.split(',').find_map(|f| f.strip_prefix(&format!("{name}="))).unwrap_or("?").to_owned()
+                };
+                format!("{} µs/call over {} calls", field("usec_per_call"), field("calls"))
+            })
+            .unwrap_or_else(|| "not called".into())
+    };
+    println!(
+        "| Redis time per command | partner commit (EVALSHA) {} | HMGET {} |",
+        per_call("evalsha"),
+        per_call("hmget")
+    );
     let stored: u64 = redis::cmd("ZCARD").arg("pcs:partners").query_async(&mut con).await.unwrap();
     println!(
         "| footprint | Redis {:.1} MiB for {stored} partners: {:.0} B/partner, {:.0} B per event applied | bench process RSS (service + load generators) {:.0} MiB |",
