@@ -186,21 +186,10 @@ impl<S: StateStore> Ingest<S> {
     ) -> bool {
         let mut backoff = Duration::from_millis(100);
         while let Err(e) = acknowledged {
-            let first = batch.first().expect("batches are not empty");
-            tracing::error!(
-                error = %e,
-                topic = %first.source.topic,
-                partition = first.source.partition,
-                offset = first.offset,
-                events = batch.len(),
-                retry_in_ms = backoff.as_millis() as u64,
-                "scores not acknowledged; publishing the batch's stored scores again (nothing is committed until they are)"
-            );
-            tokio::select! {
-                _ = shutdown.recv() => return false,
-                _ = sleep(backoff) => {}
+            let what = "scores not acknowledged; publishing the batch's stored scores again (nothing is committed until they are)";
+            if !self.pause_after(&e, what, &batch, &mut backoff, shutdown).await {
+                return false;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
             let Some(deliveries) = self.process_with_retry(&batch, shutdown).await else { return false };
             acknowledged = deliveries.acknowledged().await;
         }
@@ -274,24 +263,41 @@ impl<S: StateStore> Ingest<S> {
                     if matches!(e, IngestError::Store(_)) {
                         self.status.store_ok.store(false, Ordering::Release);
                     }
-                    let first = batch.first().expect("batches are not empty");
-                    tracing::error!(
-                        error = %e,
-                        topic = %first.source.topic,
-                        partition = first.source.partition,
-                        offset = first.offset,
-                        events = batch.len(),
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "batch failed; retrying (no offset is committed until it succeeds)"
-                    );
-                    tokio::select! {
-                        _ = shutdown.recv() => return None,
-                        _ = sleep(backoff) => {}
+                    let what = "batch failed; retrying (no offset is committed until it succeeds)";
+                    if !self.pause_after(&e, what, batch, &mut backoff, shutdown).await {
+                        return None;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
+    }
+
+    /// Logs a failed step with the batch's coordinates, then waits `backoff` (doubled for
+    /// next time, up to 5 s). Returns false when shutdown came first.
+    async fn pause_after(
+        &self,
+        error: &IngestError,
+        what: &str,
+        batch: &[RawMessage],
+        backoff: &mut Duration,
+        shutdown: &mut broadcast::Receiver<()>,
+    ) -> bool {
+        let first = batch.first().expect("batches are not empty");
+        tracing::error!(
+            error = %error,
+            topic = %first.source.topic,
+            partition = first.source.partition,
+            offset = first.offset,
+            events = batch.len(),
+            retry_in_ms = backoff.as_millis() as u64,
+            "{what}"
+        );
+        tokio::select! {
+            _ = shutdown.recv() => return false,
+            _ = sleep(*backoff) => {}
+        }
+        *backoff = (*backoff * 2).min(Duration::from_secs(5));
+        true
     }
 
     async fn process(&self, batch: &[RawMessage]) -> Result<Deliveries, IngestError> {
