@@ -28,6 +28,7 @@ use crate::clock::Clock;
 use crate::feed::{Deliveries, ScorePublisher};
 use crate::store::{StateStore, StoreError};
 use crate::telemetry::{continue_trace, metrics, record_trace_id};
+use futures_util::FutureExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashSet};
@@ -239,6 +240,18 @@ impl<S: StateStore> Ingest<S> {
                     Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
                 },
                 _ = sleep_until(deadline) => break,
+            }
+        }
+        // The wait bounds how long a sparse stream waits for company, not how much of a
+        // backlog one batch takes: messages librdkafka has already fetched are taken up to
+        // the size limit. Cut off by time alone, a catch-up ran in batches of what arrived in
+        // 20 ms, and every partner's facts were read, scored and rewritten several times
+        // over where one pass would do.
+        while batch.len() < self.batch_max_events {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(m)) => batch.push(raw_message(&m)),
+                Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+                None => break,
             }
         }
         Some(batch)
