@@ -1,4 +1,5 @@
-//! Scoring-core speed: applying events to partner state, and evaluating one large partner.
+//! Scoring-core speed: applying events to partner state, and evaluating a large partner and
+//! a small one (which qualifies for nothing, so every designation works out a shortfall).
 //!   cargo bench --bench engine
 //! Targets (issue 2): apply ≥ 2M events/s on one core; evaluate the large partner ≤ 20 µs.
 
@@ -112,6 +113,20 @@ fn evaluate_large(c: &mut Criterion) {
     });
 }
 
+/// The service benchmark's typical partner: 20 events, qualified for no designation.
+fn evaluate_small(c: &mut Criterion) {
+    let mut partners = Partners::default();
+    for e in mixed_events(20_000, 1_000).iter().filter(|e| e.partner_id == "P7") {
+        partners.apply(e).unwrap();
+    }
+    let state = partners.get("P7").expect("P7 has events").clone();
+    let rules = RuleBook::embedded();
+    let as_of = NaiveDate::from_ymd_opt(2024, 7, 10).unwrap();
+    c.bench_function("evaluate: 20 events, unqualified everywhere (shortfall plans)", |b| {
+        b.iter(|| evaluate(black_box("P7"), black_box(&state), black_box(as_of), &rules))
+    });
+}
+
 fn decode_json_line(c: &mut Criterion) {
     let line = br#"{"type":"acr","event_id":"a-1","partner_id":"P1","customer_id":"C1","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-05","amount_micros":"600000000"}"#;
     let mut group = c.benchmark_group("decode");
@@ -120,5 +135,5 @@ fn decode_json_line(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, apply, evaluate_large, decode_json_line);
+criterion_group!(benches, apply, evaluate_large, evaluate_small, decode_json_line);
 criterion_main!(benches);

@@ -178,16 +178,31 @@ async fn main() {
     let started = Instant::now();
     let service = tokio::spawn(pcs::service::serve(config, shutdown.clone()));
     let watcher: BaseConsumer = cluster.reader("bench").create().unwrap();
-    while committed(&watcher) < n as i64 {
+    // The first commit marks the end of start-up (Redis and broker connections, the group
+    // join, the first fetch): a fixed cost that a 400k-event run would otherwise read as a
+    // slower rate.
+    let mut first_commit: Option<(Duration, i64)> = None;
+    loop {
+        let done = committed(&watcher);
+        if done > 0 && first_commit.is_none() {
+            first_commit = Some((started.elapsed(), done));
+        }
+        if done >= n as i64 {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(started.elapsed() < Duration::from_secs(1800), "ingest stalled");
     }
     let ingest = started.elapsed();
     let ingest_rate = n as f64 / ingest.as_secs_f64();
+    let (startup, done_at_startup) = first_commit.expect("the loop ends only after a commit");
+    let steady_rate = (n as i64 - done_at_startup) as f64 / (ingest - startup).as_secs_f64().max(0.001);
     println!(
-        "| ingest: pcs serve to the end (incl. start-up) | {ingest_rate:.0} events/s | {:.1} s | ratio to ceiling {:.2} (target ≥ 0.5) |",
+        "| ingest: pcs serve to the end (incl. start-up) | {ingest_rate:.0} events/s | {:.1} s | ratio to ceiling {:.2} (target ≥ 0.5) | after the first commit at {:.1} s: {steady_rate:.0} events/s, ratio {:.2} |",
         ingest.as_secs_f64(),
-        ingest_rate / ceiling_rate
+        ingest_rate / ceiling_rate,
+        startup.as_secs_f64(),
+        steady_rate / ceiling_rate
     );
 
     // 4. Freshness at a steady 20k events/s: produce → WatchScores notification.

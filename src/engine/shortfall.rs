@@ -110,6 +110,14 @@ fn cheapest(
                 if next[to].is_none_or(|(best_a, best_g, _, _)| candidate < (best_a, best_g)) {
                     next[to] = Some((candidate.0, candidate.1, at, pick));
                 }
+                // Options are cumulative (each asks for at least the actions and gives at
+                // least the gain of the one before), so once one reaches the last cell every
+                // later one lands there too at no lower cost: none can win. Without this the
+                // search tried every growth percentage from every cell, and was most of the
+                // time spent scoring a partner that qualifies for nothing.
+                if to == width - 1 {
+                    break;
+                }
             }
         }
     }
