@@ -94,13 +94,28 @@ fn cheapest(
     let width = points_needed as usize + 1;
     let mut layers: Vec<Cell> = vec![None; width * (options.len() + 1)];
     layers[0] = Some((0, 0, 0, None));
+    let mut fewest_above = vec![u32::MAX; width];
     for (i, (opts, score)) in options.iter().zip(scores).enumerate() {
         let lift = min_points.saturating_sub(score.points);
         let (done, rest) = layers.split_at_mut(width * (i + 1));
         let previous = &done[width * i..];
         let next = &mut rest[..width];
+        // A cell reached with more actions than some higher cell cannot be on the best
+        // path: whatever completes it completes the higher one too, with fewer actions.
+        // Skipping such cells (strictly worse only, so ties resolve as before) leaves the
+        // frontier of points against actions, a fraction of the cells.
+        let mut fewest = u32::MAX;
+        for at in (0..width).rev() {
+            fewest_above[at] = fewest;
+            if let Some((actions, ..)) = previous[at] {
+                fewest = fewest.min(actions);
+            }
+        }
         for (at, cell) in previous.iter().enumerate() {
             let Some((actions, gain, _, _)) = *cell else { continue };
+            if actions > fewest_above[at] {
+                continue;
+            }
             let leave = (lift == 0).then_some((0, 0, None));
             let take =
                 opts.iter().enumerate().filter(|(_, o)| o.gain >= lift).map(|(k, o)| (o.gain, o.actions, Some(k)));
