@@ -8,9 +8,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The default of `--batch-max-events` (measured: 20k events per batch ingest 1.4× faster than
-/// 5k, and a burst of bad input costs 25 % less, for tens of MB of memory).
-pub const DEFAULT_BATCH_MAX_EVENTS: usize = 20_000;
+/// The default of `--batch-max-events`. Measured with 400k events over 20k partners, two runs
+/// each, alternated: 50k events per batch ingested 1.55× faster than 20k (23.2–23.9k against
+/// 14.6–15.5k events/s) with 35 % fewer partner commits, freshness no worse and the same
+/// cost for a burst of bad input; the process grew by about 15 MB.
+pub const DEFAULT_BATCH_MAX_EVENTS: usize = 50_000;
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -111,10 +113,10 @@ pub struct ServeConfig {
     /// Rule set files (TOML); default: the built-in rule set.
     #[arg(long, env = "PCS_RULES", value_delimiter = ',', value_name = "FILE")]
     pub rules: Vec<PathBuf>,
-    /// Most events in one batch. A batch closes after --batch-max-wait-ms, so this bounds
-    /// only a backlog (catch-up, a burst): the larger it is, the more of a partner's events
-    /// share one read and rewrite of its facts, and the fewer dead-letter round trips a burst
-    /// of bad input costs.
+    /// Most events in one batch. A batch stops waiting after --batch-max-wait-ms and then
+    /// takes only what is already fetched, so this bounds only a backlog (catch-up, a
+    /// burst): the larger it is, the more of a partner's events share one read and rewrite
+    /// of its facts, and the fewer dead-letter round trips a burst of bad input costs.
     #[arg(long, env = "PCS_BATCH_MAX_EVENTS", default_value_t = DEFAULT_BATCH_MAX_EVENTS)]
     pub batch_max_events: usize,
     /// Longest a batch waits to fill after its first event.
