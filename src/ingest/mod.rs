@@ -28,7 +28,6 @@ use crate::clock::Clock;
 use crate::feed::{Deliveries, ScorePublisher};
 use crate::store::{StateStore, StoreError};
 use crate::telemetry::{continue_trace, metrics, record_trace_id};
-use futures_util::FutureExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashSet};
@@ -36,7 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast;
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::time::{Instant, sleep, timeout_at};
 use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
@@ -232,26 +231,18 @@ impl<S: StateStore> Ingest<S> {
                 return Some(batch);
             }
         }
+        // The wait bounds how long a sparse stream waits for company, not how much of a
+        // backlog one batch takes: past the deadline, `timeout_at` still yields a message
+        // that is ready at once (one librdkafka has already fetched), so the batch fills up
+        // to the size limit. Cut off by time alone, a catch-up ran in batches of what
+        // arrived in 20 ms, and every partner's facts were read, scored and rewritten
+        // several times over where one pass would do.
         let deadline = Instant::now() + self.batch_max_wait;
         while batch.len() < self.batch_max_events {
-            tokio::select! {
-                m = self.consumer.recv() => match m {
-                    Ok(m) => batch.push(raw_message(&m)),
-                    Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
-                },
-                _ = sleep_until(deadline) => break,
-            }
-        }
-        // The wait bounds how long a sparse stream waits for company, not how much of a
-        // backlog one batch takes: messages librdkafka has already fetched are taken up to
-        // the size limit. Cut off by time alone, a catch-up ran in batches of what arrived in
-        // 20 ms, and every partner's facts were read, scored and rewritten several times
-        // over where one pass would do.
-        while batch.len() < self.batch_max_events {
-            match self.consumer.recv().now_or_never() {
-                Some(Ok(m)) => batch.push(raw_message(&m)),
-                Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
-                None => break,
+            match timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(raw_message(&m)),
+                Ok(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+                Err(_elapsed) => break,
             }
         }
         Some(batch)
