@@ -233,6 +233,7 @@ async fn watchers_see_every_change_in_order_and_can_resume() {
 
     let mut versions: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut latest_ttm: BTreeMap<String, i64> = BTreeMap::new();
+    let mut latest: BTreeMap<String, proto::PartnerScore> = BTreeMap::new();
     let mut cursors = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     // Each partner ends at 10 × 10 USD; batches may merge several events into one change.
@@ -245,13 +246,20 @@ async fn watchers_see_every_change_in_order_and_can_resume() {
         assert!(seen.last().is_none_or(|v| change.version > *v), "in order");
         seen.push(change.version);
         latest_ttm.insert(score.partner_id.clone(), score.ttm_acr_micros);
-        cursors.push((change.cursor, score.partner_id, change.version));
+        cursors.push((change.cursor, score.partner_id.clone(), change.version));
+        latest.insert(score.partner_id.clone(), score);
     }
     // Every stored change was seen: versions run 1, 2, ... without a gap.
     for seen in versions.values() {
         assert_eq!(*seen, (1..=seen.len() as u64).collect::<Vec<_>>());
     }
     assert_eq!(ttm(&service, "W1").await, Some(100_000_000));
+    // A score is stored without its shortfall plans and served with them worked out again:
+    // the same score the watchers were sent, plans included.
+    let watched = latest.remove("W1").unwrap();
+    assert!(watched.designations.iter().any(|d| d.shortfall.is_some()), "W1 qualifies for nothing: {watched:?}");
+    let served = client.get_score(proto::GetScoreRequest { partner_id: "W1".into(), as_of: None }).await.unwrap();
+    assert_eq!(served.into_inner().score, Some(watched));
 
     // Resuming from the first change's cursor replays everything after it.
     let (cursor, _, _) = cursors[0].clone();

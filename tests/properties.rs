@@ -114,6 +114,18 @@ proptest! {
         }
     }
 
+    /// Scores are stored without their shortfall plans and served with plans worked out
+    /// again from the subcategory scores (under a new rule book, so no kept plan answers):
+    /// they must be the plans the evaluation gave.
+    #[test]
+    fn a_score_stored_without_plans_is_served_with_the_same_plans(events in stream(), as_of in as_of()) {
+        let whole = pcs::proto::PartnerScore::from(&evaluate("P", &state_of(&events), as_of, &RuleBook::embedded()));
+        let mut stored = whole.clone();
+        pcs::proto::strip_shortfalls(&mut stored);
+        pcs::proto::restore_shortfalls(&mut stored, &RuleBook::embedded()).unwrap();
+        prop_assert_eq!(stored, whole);
+    }
+
     #[test]
     fn state_round_trips_through_its_encoding(events in stream()) {
         let state = state_of(&events);

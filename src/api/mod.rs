@@ -64,12 +64,19 @@ fn decode_score(bytes: &[u8]) -> Result<proto::PartnerScore, ApiError> {
         .map_err(|e| ApiError::Store(crate::store::StoreError::Protocol(format!("stored score: {e}"))))
 }
 
-/// A stored score as served on `today`. Its qualification windows move with the date while
-/// the score itself may not, so a score stored on an earlier day gets them recomputed from
-/// the stored history. A score stored today already carries today's windows, computed from
-/// the same history: most reads skip decoding it.
-fn served_score(partner_id: &str, stored: &StoredScore, today: NaiveDate) -> Result<proto::PartnerScore, ApiError> {
+/// A stored score as served on `today`. Its shortfall plans are not stored (they follow from
+/// the subcategory scores), so they are worked out again. Its qualification windows move
+/// with the date while the score itself may not, so a score stored on an earlier day gets
+/// them recomputed from the stored history.
+fn served_score(
+    partner_id: &str,
+    stored: &StoredScore,
+    today: NaiveDate,
+    rules: &RuleBook,
+) -> Result<proto::PartnerScore, ApiError> {
     let mut score = decode_score(&stored.score)?;
+    proto::restore_shortfalls(&mut score, rules)
+        .map_err(|e| ApiError::Store(crate::store::StoreError::Protocol(format!("stored score: {e}"))))?;
     if parse_date(&score.as_of) != Some(today) {
         let history = StoredPartner::decode_history(partner_id, stored.history.as_deref())?;
         score.qualification_windows = proto::qualification_windows(&history, today);
@@ -121,7 +128,7 @@ impl<S: StateStore> ScoreApi<S> {
             None => {
                 let stored = self.store.scores(std::slice::from_ref(&request.partner_id)).await?.remove(0);
                 let stored = stored.ok_or_else(|| ApiError::NotFound(request.partner_id.clone()))?;
-                let score = served_score(&request.partner_id, &stored, today)?;
+                let score = served_score(&request.partner_id, &stored, today, &self.rules)?;
                 Ok(proto::GetScoreResponse { score: Some(score), version: stored.version })
             }
             Some(as_of) => {
@@ -261,7 +268,7 @@ impl<S: StateStore> ScoreApi<S> {
         let mut response = proto::BatchGetScoresResponse::default();
         for (id, score) in ids.into_iter().zip(stored) {
             match score {
-                Some(s) => response.scores.push(served_score(&id, &s, today)?),
+                Some(s) => response.scores.push(served_score(&id, &s, today, &self.rules)?),
                 None => response.not_found.push(id),
             }
         }
@@ -337,7 +344,7 @@ impl<S: StateStore> ScoreApi<S> {
             let stored = self.store.scores(&ids).await?;
             for (id, score) in ids.iter().zip(stored) {
                 if let Some(s) = score {
-                    let score = served_score(id, &s, today)?;
+                    let score = served_score(id, &s, today, &self.rules)?;
                     if keep(&score) {
                         response.scores.push(score);
                     }

@@ -90,11 +90,12 @@ fn score(partner_id: &str, state: &PartnerState, as_of: NaiveDate, rules: &RuleB
         path: path.path,
         ttm_acr_micros: path.ttm_acr_micros,
         path_explanation: path.explanation,
-        designations: set.designations.iter().map(|d| designation(d, &ctx, plans)).collect(),
+        designations: set.designations.iter().enumerate().map(|(i, d)| designation(i, d, &ctx, plans)).collect(),
     }
 }
 
-fn designation(designation: &Designation, ctx: &Context, plans: Plans) -> DesignationScore {
+/// `index`: the designation's place in its rule set.
+fn designation(index: usize, designation: &Designation, ctx: &Context, plans: Plans) -> DesignationScore {
     let area = designation.solution_area;
     let subcategories: Vec<SubcategoryScore> = designation
         .subcategories
@@ -109,9 +110,44 @@ fn designation(designation: &Designation, ctx: &Context, plans: Plans) -> Design
     let total = subcategories.iter().map(|s| s.points).sum();
     let q = &ctx.rules.qualification;
     let qualified = total >= q.min_total && subcategories.iter().all(|s| s.points >= q.min_subcategory_points);
-    let shortfall =
-        (!qualified && plans == Plans::Include).then(|| shortfall::plan(designation, &subcategories, total, ctx));
+    let shortfall = (!qualified && plans == Plans::Include).then(|| {
+        let scene = shortfall::Scene { rules: ctx.rules, path: ctx.path, m: ctx.m };
+        shortfall::plan(index, designation, &subcategories, total, &scene)
+    });
     DesignationScore { designation: designation.name.clone(), total, qualified, subcategories, shortfall }
+}
+
+/// The shortfall plan [`evaluate`] gives designation `name` scored on `as_of` on `path` with
+/// these subcategory scores, worked out again from a report stored without it. `None` when
+/// it qualifies, or when the rule set in force that day has no such designation or other
+/// subcategories (the rules changed since).
+pub fn shortfall_of(
+    name: &str,
+    subcategories: &[SubcategoryScore],
+    path: Path,
+    as_of: NaiveDate,
+    rules: &RuleBook,
+) -> Option<Shortfall> {
+    let set = rules.for_date(as_of);
+    let (index, designation) = set.designations.iter().enumerate().find(|(_, d)| d.name == name)?;
+    let same_rules = designation.subcategories.len() == subcategories.len()
+        && designation.subcategories.iter().zip(subcategories).all(|(rule, score)| {
+            rule.name() == score.name
+                && matches!(
+                    (rule, &score.explanation),
+                    (Subcategory::NetCustomerAdds(_), Explanation::NetCustomerAdds { .. })
+                        | (Subcategory::Skilling(_), Explanation::Skilling { .. })
+                        | (Subcategory::UsageGrowth(_), Explanation::UsageGrowth { .. })
+                        | (Subcategory::Deployments(_), Explanation::Deployments { .. })
+                )
+        });
+    let total = subcategories.iter().map(|s| s.points).sum();
+    let q = &set.qualification;
+    let qualified = total >= q.min_total && subcategories.iter().all(|s| s.points >= q.min_subcategory_points);
+    (same_rules && !qualified).then(|| {
+        let scene = shortfall::Scene { rules: set, path, m: last_complete_month(as_of) };
+        shortfall::plan(index, designation, subcategories, total, &scene)
+    })
 }
 
 #[cfg(test)]

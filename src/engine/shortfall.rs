@@ -8,9 +8,11 @@
 //! subcategories and at most 100 points, so an exact search over the points reached is
 //! cheap: no greedy guess.
 
-use super::Context;
 use super::report::{Explanation, Shortfall, ShortfallStep, SubcategoryScore};
-use crate::rules::{Designation, Subcategory};
+use crate::calendar::Month;
+use crate::rules::{Designation, Path, RuleSet, Subcategory};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 /// One way to add points to a subcategory: `actions` things to do, worth `gain` points.
 struct Choice {
@@ -36,7 +38,80 @@ enum Action {
     Deployments(u32),
 }
 
-pub(crate) fn plan(designation: &Designation, scores: &[SubcategoryScore], total: u32, ctx: &Context) -> Shortfall {
+/// Plans already worked out, by everything a plan depends on (see [`PlanKey`]). Most
+/// partners that qualify for nothing sit in a few small states (a customer or two, no
+/// certifications, no growth yet), and each such state asks for the same plan. Working it
+/// out and putting its steps into words was most of the cost of scoring such a partner
+/// (a profile of the service under a stream of new partners: 17 % of its time), and the
+/// plan makes up three quarters of the score's bytes. Bounded: emptied when full, since a
+/// plan costs microseconds to work out again.
+static PLANS: LazyLock<Mutex<HashMap<PlanKey, Arc<Shortfall>>>> = LazyLock::new(Mutex::default);
+const PLANS_KEPT: usize = 8192;
+
+/// What a plan reads of an evaluation besides the designation's scores: the rule set in
+/// force, the partner's path and the last complete month.
+pub(crate) struct Scene<'a> {
+    pub rules: &'a RuleSet,
+    pub path: Path,
+    pub m: Month,
+}
+
+/// What a designation's plan is a function of: the rule set (by id), the designation's place
+/// in it, the path (prerequisites and caps), the month scored (a growth step names it), and
+/// per subcategory its points, value, prerequisite holders and whether the ACR minimum for
+/// growth is met (implied by growth's points and value under today's rule, and kept so that
+/// a change there cannot serve a wrong plan). Customer ids, individuals and deployment ids
+/// never enter a plan.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PlanKey(Vec<i64>);
+
+impl PlanKey {
+    fn of(index: usize, designation: &Designation, scores: &[SubcategoryScore], ctx: &Scene) -> PlanKey {
+        let mut key = vec![ctx.rules.id() as i64, index as i64, ctx.path as i64, i64::from(ctx.m.index())];
+        for (rule, score) in designation.subcategories.iter().zip(scores) {
+            key.extend([i64::from(score.points), i64::from(score.value.is_some()), score.value.unwrap_or(0)]);
+            match (rule, &score.explanation) {
+                (Subcategory::Skilling(_), Explanation::Skilling { prerequisites, .. }) => {
+                    key.push(prerequisites.len() as i64);
+                    key.extend(prerequisites.iter().flat_map(|p| [i64::from(p.held), i64::from(p.required)]));
+                }
+                (Subcategory::UsageGrowth(r), Explanation::UsageGrowth { current_micros, .. }) => {
+                    key.push(i64::from(*current_micros < i128::from(r.min_current_micros)));
+                }
+                _ => {}
+            }
+        }
+        PlanKey(key)
+    }
+}
+
+/// What `designation` (at `index` in its rule set) is missing, given its subcategory scores.
+pub(crate) fn plan(
+    index: usize,
+    designation: &Designation,
+    scores: &[SubcategoryScore],
+    total: u32,
+    ctx: &Scene,
+) -> Shortfall {
+    // A set in no rule book has no id to key on.
+    if ctx.rules.id() == 0 {
+        return work_out(designation, scores, total, ctx);
+    }
+    let key = PlanKey::of(index, designation, scores, ctx);
+    let known = PLANS.lock().unwrap_or_else(PoisonError::into_inner).get(&key).cloned();
+    if let Some(known) = known {
+        return Shortfall::clone(&known);
+    }
+    let worked_out = work_out(designation, scores, total, ctx);
+    let mut plans = PLANS.lock().unwrap_or_else(PoisonError::into_inner);
+    if plans.len() >= PLANS_KEPT {
+        plans.clear();
+    }
+    plans.insert(key, Arc::new(worked_out.clone()));
+    worked_out
+}
+
+fn work_out(designation: &Designation, scores: &[SubcategoryScore], total: u32, ctx: &Scene) -> Shortfall {
     let q = &ctx.rules.qualification;
     let points_needed = q.min_total.saturating_sub(total);
     let empty_subcategories: Vec<String> =
@@ -173,7 +248,7 @@ fn counted(n: u32, what: &str, plural_what: &str) -> String {
 }
 
 /// Puts a chosen action into words.
-fn describe(action: &Action, rule: &Subcategory, explanation: &Explanation, ctx: &Context) -> String {
+fn describe(action: &Action, rule: &Subcategory, explanation: &Explanation, ctx: &Scene) -> String {
     match (action, rule, explanation) {
         (Action::Customers(k), _, _) => counted(*k, "net new customer", "net new customers"),
         (Action::Deployments(k), _, _) => counted(*k, "deployment", "deployments"),
@@ -207,7 +282,7 @@ fn describe(action: &Action, rule: &Subcategory, explanation: &Explanation, ctx:
 }
 
 /// The cumulative options of one subcategory, cheapest first.
-fn options(rule: &Subcategory, score: &SubcategoryScore, ctx: &Context) -> Vec<Choice> {
+fn options(rule: &Subcategory, score: &SubcategoryScore, ctx: &Scene) -> Vec<Choice> {
     let mut out = Vec::new();
     let value = score.value.unwrap_or(0);
     match (rule, &score.explanation) {

@@ -422,3 +422,55 @@ fn prune_forgets_only_what_no_longer_counts() {
     // The old segment (the only known one) is kept: it still decides C1's segment.
     assert_eq!(after[0].path, Path::Enterprise);
 }
+
+/// Shortfall plans are kept by what they depend on and shared between partners. Across many
+/// small random partners (so that many share a key), every plan read from the shared rule
+/// book's cache must equal the one worked out afresh under a new book, which no cached plan
+/// can answer for.
+#[test]
+fn a_kept_shortfall_plan_is_the_one_worked_out_afresh() {
+    const AREAS: [&str; 3] = ["DATA_AI", "DIGITAL_APP_INNOVATION", "INFRASTRUCTURE"];
+    const CERTS: [&str; 4] = [
+        "AZURE_ADMINISTRATOR_ASSOCIATE",
+        "AZURE_SOLUTIONS_ARCHITECT_EXPERT",
+        "AZURE_DATA_ENGINEER_ASSOCIATE",
+        "AZURE_DEVELOPER_ASSOCIATE",
+    ];
+    let shared = RuleBook::embedded();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut plans = 0;
+    for partner in 0..400 {
+        let events: Vec<Event> = (0..next(8))
+            .map(|i| {
+                let id = format!("e{partner}.{i}");
+                match next(6) {
+                    0 => earned(&id, &format!("u{}", next(4)), CERTS[next(4) as usize], "2024-01-10", None),
+                    1 => deployment(&id, &format!("d{}", next(5)), AREAS[next(3) as usize], "AKS", "CSP", "2024-05-10"),
+                    _ => acr(
+                        &id,
+                        &format!("C{}", next(4)),
+                        "SMB",
+                        AREAS[next(3) as usize],
+                        &format!("2024-{:02}", next(6) + 1),
+                        [200, 1_500, 40_000][next(3) as usize],
+                    ),
+                }
+            })
+            .collect();
+        let partner_state = state(&events);
+        let as_of = date(["2024-07-10", "2024-08-02"][next(2) as usize]);
+        let kept = evaluate("P", &partner_state, as_of, &shared);
+        let afresh = evaluate("P", &partner_state, as_of, &RuleBook::embedded());
+        for (k, a) in kept.designations.iter().zip(&afresh.designations) {
+            assert_eq!(k.shortfall, a.shortfall, "partner {partner}, {}", k.designation);
+            plans += usize::from(k.shortfall.is_some());
+        }
+    }
+    assert!(plans > 500, "the partners must mostly not qualify, so that plans are compared: {plans}");
+}

@@ -62,10 +62,13 @@ pub struct Applier<S> {
     pub dedup_window_days: u32,
 }
 
-/// A partner scored as of a day: what its write carries.
+/// A partner scored as of a day: what its write carries, and what to publish.
 struct Assessed {
-    /// Protobuf `PartnerScore`, with windows and forecast.
-    score: Vec<u8>,
+    /// Protobuf `PartnerScore` as stored: with windows and forecast, without shortfall plans.
+    stored: Vec<u8>,
+    /// The whole `PartnerScore`, plans included, when its fingerprint differs from the one
+    /// stored before: the score to publish.
+    changed: Option<Vec<u8>>,
     fingerprint: u64,
     next_change: Option<NaiveDate>,
     /// Encoded history, when it changed.
@@ -79,7 +82,8 @@ struct Plan {
     oldest_event_ms: Option<i64>,
     replayed: bool,
     applied: usize,
-    score_changed: bool,
+    /// The whole score to publish, when it changed.
+    changed: Option<Vec<u8>>,
     rejected: Vec<(usize, StateError)>,
 }
 
@@ -210,10 +214,10 @@ impl<S: StateStore> Applier<S> {
                         for (total, n) in result.applied_by_kind.iter_mut().zip(plan.applied_by_kind) {
                             *total += n;
                         }
-                        if plan.score_changed {
+                        if let Some(score) = plan.changed {
                             result.changed.push(ScoreUpdate {
                                 partner_id: write.partner_id,
-                                score: write.score,
+                                score,
                                 version,
                                 oldest_event_ms: plan.oldest_event_ms,
                             });
@@ -253,7 +257,7 @@ impl<S: StateStore> Applier<S> {
             oldest_event_ms: None,
             replayed: false,
             applied: 0,
-            score_changed: false,
+            changed: None,
             rejected: Vec::new(),
         };
         for &i in indexes {
@@ -283,13 +287,13 @@ impl<S: StateStore> Applier<S> {
             return plan;
         }
         self.prune(&mut state, today);
-        let assessed = self.assess(partner_id, &state, history, affected_from, today);
-        plan.score_changed = score_fingerprint != Some(assessed.fingerprint);
+        let assessed = self.assess(partner_id, &state, history, affected_from, score_fingerprint, today);
+        plan.changed = assessed.changed;
         plan.write = Some(PartnerWrite {
             partner_id: partner_id.to_owned(),
             expected_version: version,
             state: state.encode(),
-            score: assessed.score,
+            score: assessed.stored,
             score_fingerprint: assessed.fingerprint,
             history: assessed.history,
             offsets: sources.iter().cloned().zip(highest).filter_map(|(s, o)| o.map(|o| (s, o))).collect(),
@@ -307,6 +311,7 @@ impl<S: StateStore> Applier<S> {
         state: &PartnerState,
         mut history: ScoreHistory,
         affected_from: Option<NaiveDate>,
+        previous_fingerprint: Option<u64>,
         today: NaiveDate,
     ) -> Assessed {
         let before = history.clone();
@@ -338,9 +343,13 @@ impl<S: StateStore> Applier<S> {
             .into_iter()
             .flatten()
             .min();
+        let fingerprint = digest.digest();
+        let changed = (previous_fingerprint != Some(fingerprint)).then(|| message.encode_to_vec());
+        proto::strip_shortfalls(&mut message);
         Assessed {
-            score: message.encode_to_vec(),
-            fingerprint: digest.digest(),
+            stored: message.encode_to_vec(),
+            changed,
+            fingerprint,
             next_change,
             history: (history != before).then(|| history.encode()),
         }
@@ -366,26 +375,25 @@ impl<S: StateStore> Applier<S> {
             // to clear.
             let mut rescheduled: Vec<(String, Option<NaiveDate>)> = Vec::new();
             let mut work = Vec::new();
-            let mut previous = Vec::new();
             for ((partner_id, _), stored) in requests.into_iter().zip(stored) {
                 if stored.version == 0 {
                     rescheduled.push((partner_id, None));
                 } else {
-                    previous.push(stored.score_fingerprint);
                     work.push((partner_id, stored));
                 }
             }
-            let writes = parallel::map(work, |(partner_id, stored)| self.reevaluation(partner_id, stored, today));
+            let reevaluated = parallel::map(work, |(partner_id, stored)| self.reevaluation(partner_id, stored, today));
+            let (writes, published): (Vec<PartnerWrite>, Vec<Option<Vec<u8>>>) = reevaluated.into_iter().unzip();
             let outcomes = if writes.is_empty() { Vec::new() } else { self.store.write(&writes).await? };
             let mut contended = Vec::new();
-            for ((write, previous), outcome) in writes.into_iter().zip(previous).zip(outcomes) {
+            for ((write, published), outcome) in writes.into_iter().zip(published).zip(outcomes) {
                 match outcome {
                     WriteOutcome::Written { version } => {
                         rescheduled.push((write.partner_id.clone(), write.next_change));
-                        if previous != Some(write.score_fingerprint) {
+                        if let Some(score) = published {
                             changed.push(ScoreUpdate {
                                 partner_id: write.partner_id,
-                                score: write.score,
+                                score,
                                 version,
                                 oldest_event_ms: None,
                             });
@@ -403,21 +411,27 @@ impl<S: StateStore> Applier<S> {
     }
 
     /// A partner's facts pruned and scored as of `today`, as a write conditional on the
-    /// version read.
-    fn reevaluation(&self, partner_id: String, stored: StoredPartner, today: NaiveDate) -> PartnerWrite {
+    /// version read, and the whole score to publish if it changed.
+    fn reevaluation(
+        &self,
+        partner_id: String,
+        stored: StoredPartner,
+        today: NaiveDate,
+    ) -> (PartnerWrite, Option<Vec<u8>>) {
         let mut state: PartnerState = stored.state;
         self.prune(&mut state, today);
-        let assessed = self.assess(&partner_id, &state, stored.history, None, today);
-        PartnerWrite {
+        let assessed = self.assess(&partner_id, &state, stored.history, None, stored.score_fingerprint, today);
+        let write = PartnerWrite {
             expected_version: stored.version,
             state: state.encode(),
-            score: assessed.score,
+            score: assessed.stored,
             score_fingerprint: assessed.fingerprint,
             history: assessed.history,
             offsets: Vec::new(),
             next_change: assessed.next_change,
             partner_id,
-        }
+        };
+        (write, assessed.changed)
     }
 
     async fn reevaluate(&self, partner_id: &str, today: NaiveDate) -> Result<Option<ScoreUpdate>, IngestError> {
@@ -427,14 +441,13 @@ impl<S: StateStore> Applier<S> {
                 self.store.reschedule(today, &[(partner_id.to_owned(), None)]).await?;
                 return Ok(None);
             }
-            let previous = stored.score_fingerprint;
-            let write = self.reevaluation(partner_id.to_owned(), stored, today);
+            let (write, published) = self.reevaluation(partner_id.to_owned(), stored, today);
             match self.store.write(std::slice::from_ref(&write)).await?.first() {
                 Some(WriteOutcome::Written { version }) => {
                     self.store.reschedule(today, &[(partner_id.to_owned(), write.next_change)]).await?;
-                    return Ok((previous != Some(write.score_fingerprint)).then(|| ScoreUpdate {
+                    return Ok(published.map(|score| ScoreUpdate {
                         partner_id: partner_id.to_owned(),
-                        score: write.score,
+                        score,
                         version: *version,
                         oldest_event_ms: None,
                     }));

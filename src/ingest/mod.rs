@@ -26,8 +26,10 @@ pub use received::{CONTENT_TYPE, DeadLetter, MAX_EVENT_BYTES, PROTOBUF, RawMessa
 
 use crate::clock::Clock;
 use crate::feed::{Deliveries, ScorePublisher};
+use crate::proto;
 use crate::store::{StateStore, StoreError};
 use crate::telemetry::{continue_trace, metrics, record_trace_id};
+use prost::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashSet};
@@ -374,21 +376,24 @@ impl<S: StateStore> Ingest<S> {
         Ok(deliveries)
     }
 
-    /// Publishes the stored scores of replayed partners again (at-least-once feed).
+    /// Publishes the stored scores of replayed partners again (at-least-once feed), with the
+    /// shortfall plans a score is stored without.
     async fn republish(&self, partners: &[String]) -> Result<(), IngestError> {
         let stored = self.applier.store.scores(partners).await?;
-        let updates: Vec<ScoreUpdate> = partners
-            .iter()
-            .zip(stored)
-            .filter_map(|(p, s)| {
-                s.map(|s| ScoreUpdate {
-                    partner_id: p.clone(),
-                    score: s.score,
-                    version: s.version,
-                    oldest_event_ms: None,
-                })
-            })
-            .collect();
+        let mut updates: Vec<ScoreUpdate> = Vec::with_capacity(partners.len());
+        for (partner_id, stored) in partners.iter().zip(stored) {
+            let Some(stored) = stored else { continue };
+            let mut score = proto::PartnerScore::decode(stored.score.as_slice())
+                .map_err(|e| StoreError::Protocol(format!("stored score of partner {partner_id}: {e}")))?;
+            proto::restore_shortfalls(&mut score, &self.applier.rules)
+                .map_err(|e| StoreError::Protocol(format!("stored score: {e}")))?;
+            updates.push(ScoreUpdate {
+                partner_id: partner_id.clone(),
+                score: score.encode_to_vec(),
+                version: stored.version,
+                oldest_event_ms: None,
+            });
+        }
         self.publisher.publish(&updates).await
     }
 

@@ -4,7 +4,7 @@
 use super as pb;
 use crate::calendar::{Month, parse_date};
 use crate::engine as en;
-use crate::rules::Path;
+use crate::rules::{Path, RuleBook};
 
 /// Why a `PartnerScore` from the wire cannot be read back.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +135,14 @@ impl pb::DaySnapshot {
     }
 }
 
+fn path_from_pb(path: i32) -> Option<Path> {
+    match pb::Path::try_from(path) {
+        Ok(pb::Path::Smb) => Some(Path::Smb),
+        Ok(pb::Path::Enterprise) => Some(Path::Enterprise),
+        _ => None,
+    }
+}
+
 fn path_to_pb(path: Path) -> pb::Path {
     match path {
         Path::Smb => pb::Path::Smb,
@@ -148,21 +156,49 @@ fn designation_to_pb(d: &en::DesignationScore) -> pb::DesignationScore {
         total: d.total,
         qualified: d.qualified,
         subcategories: d.subcategories.iter().map(subcategory_to_pb).collect(),
-        shortfall: d.shortfall.as_ref().map(|f| pb::Shortfall {
-            points_needed: f.points_needed,
-            empty_subcategories: f.empty_subcategories.clone(),
-            steps: f
-                .steps
-                .iter()
-                .map(|s| pb::ShortfallStep {
-                    subcategory: s.subcategory.clone(),
-                    action: s.action.clone(),
-                    points: s.points,
-                })
-                .collect(),
-            summary: f.summary.clone(),
-        }),
+        shortfall: d.shortfall.as_ref().map(shortfall_to_pb),
     }
+}
+
+fn shortfall_to_pb(f: &en::Shortfall) -> pb::Shortfall {
+    pb::Shortfall {
+        points_needed: f.points_needed,
+        empty_subcategories: f.empty_subcategories.clone(),
+        steps: f
+            .steps
+            .iter()
+            .map(|s| pb::ShortfallStep {
+                subcategory: s.subcategory.clone(),
+                action: s.action.clone(),
+                points: s.points,
+            })
+            .collect(),
+        summary: f.summary.clone(),
+    }
+}
+
+/// Takes the shortfall plans out of a score, for storing: a plan is three quarters of a
+/// score's bytes, and it follows from the subcategory scores beside it (see
+/// [`restore_shortfalls`]).
+pub fn strip_shortfalls(score: &mut pb::PartnerScore) {
+    for d in &mut score.designations {
+        d.shortfall = None;
+    }
+}
+
+/// Works out again the plans [`strip_shortfalls`] took out, under the rule set in force on
+/// the score's day: the plans `evaluate` gave. A score stored with its plans (before they
+/// were taken out) keeps them.
+pub fn restore_shortfalls(score: &mut pb::PartnerScore, rules: &RuleBook) -> Result<(), MalformedScore> {
+    let bad = |what: &str| MalformedScore(format!("{what} of partner {}", score.partner_id));
+    let as_of = parse_date(&score.as_of).ok_or_else(|| bad("as_of"))?;
+    let path = path_from_pb(score.path).ok_or_else(|| bad("path"))?;
+    for d in score.designations.iter_mut().filter(|d| !d.qualified && d.shortfall.is_none()) {
+        let subcategories = d.subcategories.iter().map(subcategory_from_pb).collect::<Result<Vec<_>, _>>()?;
+        d.shortfall =
+            en::shortfall_of(&d.designation, &subcategories, path, as_of, rules).as_ref().map(shortfall_to_pb);
+    }
+    Ok(())
 }
 
 fn subcategory_to_pb(s: &en::SubcategoryScore) -> pb::SubcategoryScore {
@@ -235,11 +271,7 @@ impl TryFrom<&pb::PartnerScore> for en::PartnerScore {
 
     fn try_from(s: &pb::PartnerScore) -> Result<Self, MalformedScore> {
         let bad = |what: &str| MalformedScore(format!("{what} of partner {}", s.partner_id));
-        let path = match pb::Path::try_from(s.path) {
-            Ok(pb::Path::Smb) => Path::Smb,
-            Ok(pb::Path::Enterprise) => Path::Enterprise,
-            _ => return Err(bad("path")),
-        };
+        let path = path_from_pb(s.path).ok_or_else(|| bad("path"))?;
         let p = s.path_explanation.clone().unwrap_or_default();
         Ok(en::PartnerScore {
             partner_id: s.partner_id.clone(),

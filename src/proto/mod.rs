@@ -9,4 +9,4 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 
 mod convert;
 
-pub use convert::{MalformedScore, qualification_windows};
+pub use convert::{MalformedScore, qualification_windows, restore_shortfalls, strip_shortfalls};

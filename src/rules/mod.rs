@@ -11,6 +11,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path as FsPath;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The rule set compiled into the binary.
 pub const DEFAULT_RULES: &str = include_str!("default.toml");
@@ -66,6 +67,11 @@ pub struct RuleSet {
     /// Every "months before M" some ACR subcategory reads, sorted and distinct, built on load.
     #[serde(skip)]
     acr_months_back: Vec<u32>,
+    /// Names this set's content for the life of the process, so that what the engine derives
+    /// from a set alone can be kept between evaluations. Given by the rule book that takes
+    /// the set (a book never changes a set it holds); 0 for a set in no book.
+    #[serde(skip)]
+    id: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -243,6 +249,11 @@ impl RuleSet {
         Ok(set)
     }
 
+    /// See the `id` field: 0 for a set in no rule book.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Whether `certification` earns anything on `as_of`: in the catalogue, and not past its
     /// grace date. Ids outside the catalogue are stored but earn nothing (spec §2).
     pub fn is_eligible(&self, certification: &str, as_of: NaiveDate) -> bool {
@@ -297,13 +308,23 @@ impl RuleBook {
                 date: pair[0].effective_from,
             });
         }
-        Ok(RuleBook { sets })
+        Ok(RuleBook::holding(sets))
     }
 
     /// The compiled-in default rule set alone.
     pub fn embedded() -> RuleBook {
         let set = RuleSet::from_toml(DEFAULT_RULES, "default").expect("the embedded rule set is valid (tested)");
-        RuleBook { sets: vec![set] }
+        RuleBook::holding(vec![set])
+    }
+
+    /// Takes `sets`, giving each an id no other set of this process has had. A set cloned out
+    /// of a book and changed gets a new id when a book takes it again.
+    fn holding(mut sets: Vec<RuleSet>) -> RuleBook {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        for set in &mut sets {
+            set.id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        }
+        RuleBook { sets }
     }
 
     /// Loads rule sets from files (the embedded default when `paths` is empty).
