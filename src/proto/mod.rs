@@ -8,5 +8,7 @@ tonic::include_proto!("pcs.v1");
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pcs_descriptor.bin"));
 
 mod convert;
+mod qualified;
 
 pub use convert::{MalformedScore, qualification_windows, restore_shortfalls, strip_shortfalls};
+pub use qualified::{DesignationQualified, QualifiedView};
