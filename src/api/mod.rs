@@ -74,8 +74,7 @@ fn served_score(
     today: NaiveDate,
     rules: &RuleBook,
 ) -> Result<proto::PartnerScore, ApiError> {
-    let mut score = decode_score(&stored.score)?;
-    proto::restore_shortfalls(&mut score, rules)
+    let mut score = proto::decode_stored(&stored.score, rules)
         .map_err(|e| ApiError::Store(crate::store::StoreError::Protocol(format!("stored score: {e}"))))?;
     if parse_date(&score.as_of) != Some(today) {
         let history = StoredPartner::decode_history(partner_id, stored.history.as_deref())?;

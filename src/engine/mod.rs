@@ -32,7 +32,7 @@ pub use schedule::next_change_after;
 pub use state::{Applied, PartnerState, StateError};
 
 use crate::calendar::{Month, last_complete_month};
-use crate::rules::{Designation, Path, RuleBook, RuleSet, Subcategory};
+use crate::rules::{Designation, Path, QualificationRule, RuleBook, RuleSet, Subcategory};
 use chrono::NaiveDate;
 
 /// What every subcategory rule evaluates against: computed once per evaluation.
@@ -107,14 +107,19 @@ fn designation(index: usize, designation: &Designation, ctx: &Context, plans: Pl
             Subcategory::Deployments(rule) => deployments::score(rule, area, ctx),
         })
         .collect();
-    let total = subcategories.iter().map(|s| s.points).sum();
-    let q = &ctx.rules.qualification;
-    let qualified = total >= q.min_total && subcategories.iter().all(|s| s.points >= q.min_subcategory_points);
+    let (total, qualified) = standing(&subcategories, &ctx.rules.qualification);
     let shortfall = (!qualified && plans == Plans::Include).then(|| {
         let scene = shortfall::Scene { rules: ctx.rules, path: ctx.path, m: ctx.m };
         shortfall::plan(index, designation, &subcategories, total, &scene)
     });
     DesignationScore { designation: designation.name.clone(), total, qualified, subcategories, shortfall }
+}
+
+/// A designation's total and whether it qualifies (spec §7: a minimum total, and a minimum
+/// in every subcategory).
+fn standing(subcategories: &[SubcategoryScore], q: &QualificationRule) -> (u32, bool) {
+    let total = subcategories.iter().map(|s| s.points).sum();
+    (total, total >= q.min_total && subcategories.iter().all(|s| s.points >= q.min_subcategory_points))
 }
 
 /// The shortfall plan [`evaluate`] gives designation `name` scored on `as_of` on `path` with
@@ -141,9 +146,7 @@ pub fn shortfall_of(
                         | (Subcategory::Deployments(_), Explanation::Deployments { .. })
                 )
         });
-    let total = subcategories.iter().map(|s| s.points).sum();
-    let q = &set.qualification;
-    let qualified = total >= q.min_total && subcategories.iter().all(|s| s.points >= q.min_subcategory_points);
+    let (total, qualified) = standing(subcategories, &set.qualification);
     (same_rules && !qualified).then(|| {
         let scene = shortfall::Scene { rules: set, path, m: last_complete_month(as_of) };
         shortfall::plan(index, designation, subcategories, total, &scene)

@@ -93,10 +93,6 @@ pub(crate) fn plan(
     total: u32,
     ctx: &Scene,
 ) -> Shortfall {
-    // A set in no rule book has no id to key on.
-    if ctx.rules.id() == 0 {
-        return work_out(designation, scores, total, ctx);
-    }
     let key = PlanKey::of(index, designation, scores, ctx);
     let known = PLANS.lock().unwrap_or_else(PoisonError::into_inner).get(&key).cloned();
     if let Some(known) = known {

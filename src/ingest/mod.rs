@@ -383,10 +383,8 @@ impl<S: StateStore> Ingest<S> {
         let mut updates: Vec<ScoreUpdate> = Vec::with_capacity(partners.len());
         for (partner_id, stored) in partners.iter().zip(stored) {
             let Some(stored) = stored else { continue };
-            let mut score = proto::PartnerScore::decode(stored.score.as_slice())
+            let score = proto::decode_stored(&stored.score, &self.applier.rules)
                 .map_err(|e| StoreError::Protocol(format!("stored score of partner {partner_id}: {e}")))?;
-            proto::restore_shortfalls(&mut score, &self.applier.rules)
-                .map_err(|e| StoreError::Protocol(format!("stored score: {e}")))?;
             updates.push(ScoreUpdate {
                 partner_id: partner_id.clone(),
                 score: score.encode_to_vec(),

@@ -186,6 +186,14 @@ pub fn strip_shortfalls(score: &mut pb::PartnerScore) {
     }
 }
 
+/// A score as stored (see [`strip_shortfalls`]), decoded and with its plans worked out again.
+pub fn decode_stored(bytes: &[u8], rules: &RuleBook) -> Result<pb::PartnerScore, MalformedScore> {
+    use prost::Message;
+    let mut score = pb::PartnerScore::decode(bytes).map_err(|e| MalformedScore(e.to_string()))?;
+    restore_shortfalls(&mut score, rules)?;
+    Ok(score)
+}
+
 /// Works out again the plans [`strip_shortfalls`] took out, under the rule set in force on
 /// the score's day: the plans `evaluate` gave. A score stored with its plans (before they
 /// were taken out) keeps them.

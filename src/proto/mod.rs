@@ -10,5 +10,5 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 mod convert;
 mod qualified;
 
-pub use convert::{MalformedScore, qualification_windows, restore_shortfalls, strip_shortfalls};
+pub use convert::{MalformedScore, decode_stored, qualification_windows, restore_shortfalls, strip_shortfalls};
 pub use qualified::{DesignationQualified, QualifiedView};

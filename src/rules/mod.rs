@@ -69,7 +69,8 @@ pub struct RuleSet {
     acr_months_back: Vec<u32>,
     /// Names this set's content for the life of the process, so that what the engine derives
     /// from a set alone can be kept between evaluations. Given by the rule book that takes
-    /// the set (a book never changes a set it holds); 0 for a set in no book.
+    /// the set (a book never changes a set it holds, and the engine reads sets only through
+    /// a book); 0 for a set in no book.
     #[serde(skip)]
     id: u64,
 }
