@@ -67,21 +67,19 @@ impl DeadLetterSink for Letters {
     }
 }
 
-fn received(partition: i32, offset: i64, line: &str) -> Received {
-    let source = SourcePartition { topic: "events".into(), partition };
-    Received {
-        source: source.clone(),
+fn raw(partition: i32, offset: i64, line: &str) -> RawMessage {
+    RawMessage {
+        source: SourcePartition { topic: "events".into(), partition },
         offset,
-        event: decode_json(line.as_bytes()).unwrap(),
-        raw: RawMessage {
-            source,
-            offset,
-            key: None,
-            payload: line.as_bytes().to_vec(),
-            headers: Vec::new(),
-            timestamp_ms: None,
-        },
+        key: None,
+        payload: line.as_bytes().to_vec(),
+        headers: Vec::new(),
+        timestamp_ms: None,
     }
+}
+
+fn received(raw: &RawMessage) -> Received<'_> {
+    Received { event: decode_json(&raw.payload).unwrap(), raw }
 }
 
 fn acr(id: &str, customer: &str, usd: i64) -> String {
@@ -157,7 +155,8 @@ async fn listing_and_the_due_index(store: impl StateStore) {
 async fn a_replayed_batch_changes_nothing(store: impl StateStore) {
     let applier = applier(store);
     let letters = Letters::default();
-    let batch = vec![received(0, 10, &acr("a", "C1", 700)), received(0, 11, &acr("b", "C2", 100))];
+    let raws = [raw(0, 10, &acr("a", "C1", 700)), raw(0, 11, &acr("b", "C2", 100))];
+    let batch: Vec<Received> = raws.iter().map(received).collect();
     let today = day("2024-07-10");
     let first = applier.apply(today, &batch, &letters).await.unwrap();
     assert_eq!((first.applied, first.changed.len()), (2, 1));
@@ -165,10 +164,10 @@ async fn a_replayed_batch_changes_nothing(store: impl StateStore) {
     let again = applier.apply(today, &batch, &letters).await.unwrap();
     assert_eq!((again.applied, again.changed.len(), again.replayed.clone()), (0, 0, vec!["P1".to_owned()]));
     // The same event under a new offset (an upstream redelivery): skipped by event id.
-    let redelivered = applier.apply(today, &[received(1, 5, &acr("a", "C1", 700))], &letters).await.unwrap();
+    let redelivered = applier.apply(today, &[received(&raw(1, 5, &acr("a", "C1", 700)))], &letters).await.unwrap();
     assert_eq!(redelivered.applied, 0);
     // An id reused for another fact is a dead letter, and nothing else changes.
-    let reused = applier.apply(today, &[received(1, 6, &acr("a", "C9", 5))], &letters).await.unwrap();
+    let reused = applier.apply(today, &[received(&raw(1, 6, &acr("a", "C9", 5)))], &letters).await.unwrap();
     assert_eq!(reused.applied, 0);
     assert_eq!(letters.0.lock().unwrap().len(), 1);
     assert!(letters.0.lock().unwrap()[0].contains("reused"));
@@ -182,16 +181,16 @@ async fn concurrent_writers_of_one_partner_both_count<S: StateStore>(store: S) {
     let letters = Letters::default();
     let today = day("2024-07-10");
     // Two instances, two partitions, one partner (an unkeyed producer): 50 events each.
-    let left: Vec<Received> = (0..50).map(|i| received(0, i, &acr(&format!("l{i}"), "C1", 1))).collect();
-    let right: Vec<Received> = (0..50).map(|i| received(1, i, &acr(&format!("r{i}"), "C2", 1))).collect();
+    let left: Vec<RawMessage> = (0..50).map(|i| raw(0, i, &acr(&format!("l{i}"), "C1", 1))).collect();
+    let right: Vec<RawMessage> = (0..50).map(|i| raw(1, i, &acr(&format!("r{i}"), "C2", 1))).collect();
     async fn run<S: StateStore>(
         applier: &Applier<S>,
-        events: Vec<Received>,
+        events: Vec<RawMessage>,
         letters: &Letters,
         today: chrono::NaiveDate,
     ) {
-        for e in events {
-            applier.apply(today, std::slice::from_ref(&e), letters).await.unwrap();
+        for e in &events {
+            applier.apply(today, &[received(e)], letters).await.unwrap();
         }
     }
     tokio::join!(run(&a, left, &letters, today), run(&b, right, &letters, today));
@@ -203,7 +202,7 @@ async fn rollover_reevaluates_due_partners(store: impl StateStore) {
     let applier = applier(store);
     let letters = Letters::default();
     let deployment = r#"{"type":"deployment","event_id":"d","partner_id":"P1","deployment_id":"x","customer_id":"C","solution_area":"DATA_AI","service":"AKS","attribution":"PAL","deployed_on":"2023-07-20"}"#;
-    applier.apply(day("2024-07-10"), &[received(0, 0, deployment)], &letters).await.unwrap();
+    applier.apply(day("2024-07-10"), &[received(&raw(0, 0, deployment))], &letters).await.unwrap();
     // Nothing is due before the deployment leaves its window on 2024-07-20.
     assert!(applier.roll_over(day("2024-07-19"), 10).await.unwrap().is_empty());
     let changed = applier.roll_over(day("2024-07-20"), 10).await.unwrap();
@@ -229,10 +228,11 @@ async fn history_is_recorded_backfilled_and_kept(store: impl StateStore) {
     let letters = Letters::default();
     let rules = RuleBook::embedded();
     let first = day("2024-07-10");
-    applier.apply(first, &[received(0, 1, &earned("c1", "u1", "2024-07-01"))], &letters).await.unwrap();
+    applier.apply(first, &[received(&raw(0, 1, &earned("c1", "u1", "2024-07-01")))], &letters).await.unwrap();
     // Learned on 2024-07-12: someone certified back on 2024-05-20, and a June ACR line.
     let late = day("2024-07-12");
-    let batch = [received(0, 2, &earned("c2", "u2", "2024-05-20")), received(0, 3, &acr("a", "C1", 900))];
+    let raws = [raw(0, 2, &earned("c2", "u2", "2024-05-20")), raw(0, 3, &acr("a", "C1", 900))];
+    let batch: Vec<Received> = raws.iter().map(received).collect();
     applier.apply(late, &batch, &letters).await.unwrap();
     let stored = history(&applier).await;
     assert_eq!(stored.history.evaluated_through(), Some(late));

@@ -104,7 +104,7 @@ impl<S: StateStore> Applier<S> {
     pub async fn apply(
         &self,
         today: NaiveDate,
-        events: &[Received],
+        events: &[Received<'_>],
         dead_letters: &impl DeadLetterSink,
     ) -> Result<BatchResult, IngestError> {
         let mut by_partner: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -139,7 +139,7 @@ impl<S: StateStore> Applier<S> {
     async fn apply_partners(
         &self,
         today: NaiveDate,
-        events: &[Received],
+        events: &[Received<'_>],
         partners: &[(&str, Vec<usize>)],
         dead_letters: &impl DeadLetterSink,
     ) -> Result<BatchResult, IngestError> {
@@ -153,7 +153,8 @@ impl<S: StateStore> Applier<S> {
             let requests: Vec<(String, Vec<SourcePartition>)> = pending
                 .iter()
                 .map(|(partner, indexes)| {
-                    let mut sources: Vec<SourcePartition> = indexes.iter().map(|i| events[*i].source.clone()).collect();
+                    let mut sources: Vec<SourcePartition> =
+                        indexes.iter().map(|i| events[*i].raw.source.clone()).collect();
                     sources.sort();
                     sources.dedup();
                     ((*partner).to_owned(), sources)
@@ -181,7 +182,7 @@ impl<S: StateStore> Applier<S> {
                     crate::telemetry::metrics().rejected(1, "reused_id", kind);
                 }
                 dead_letters
-                    .send(fresh.into_iter().map(|(i, reason)| DeadLetter::of(&events[i].raw, reason)).collect())
+                    .send(fresh.into_iter().map(|(i, reason)| DeadLetter::of(events[i].raw, reason)).collect())
                     .await?;
             }
 
@@ -245,7 +246,7 @@ impl<S: StateStore> Applier<S> {
         sources: &[SourcePartition],
         stored: StoredPartner,
         indexes: &[usize],
-        events: &[Received],
+        events: &[Received<'_>],
         today: NaiveDate,
     ) -> Plan {
         let StoredPartner { mut state, history, version, offsets: applied_offsets, score_fingerprint } = stored;
@@ -262,8 +263,8 @@ impl<S: StateStore> Applier<S> {
         };
         for &i in indexes {
             let event = &events[i];
-            let slot = sources.iter().position(|s| *s == event.source).expect("every event's source was requested");
-            if applied_offsets[slot].is_some_and(|done| event.offset <= done) {
+            let slot = sources.iter().position(|s| *s == event.raw.source).expect("every event's source was requested");
+            if applied_offsets[slot].is_some_and(|done| event.raw.offset <= done) {
                 plan.replayed = true;
                 continue;
             }
@@ -280,7 +281,7 @@ impl<S: StateStore> Applier<S> {
                 Ok(Applied::Redelivery) => {}
                 Err(reason) => plan.rejected.push((i, reason)),
             }
-            highest[slot] = Some(highest[slot].map_or(event.offset, |h| h.max(event.offset)));
+            highest[slot] = Some(highest[slot].map_or(event.raw.offset, |h| h.max(event.raw.offset)));
         }
         if plan.applied == 0 {
             // Nothing new: the stored facts already hold every fact of these events.

@@ -237,7 +237,7 @@ impl<S: StateStore> Ingest<S> {
         // backlog one batch takes: past the deadline, `timeout_at` still yields a message
         // that is ready at once (one librdkafka has already fetched), so the batch fills up
         // to the size limit. Cut off by time alone, a catch-up ran in batches of what
-        // arrived in 20 ms, and every partner's facts were read, scored and rewritten
+        // arrived in the wait, and every partner's facts were read, scored and rewritten
         // several times over where one pass would do.
         let deadline = Instant::now() + self.batch_max_wait;
         while batch.len() < self.batch_max_events {
@@ -328,16 +328,14 @@ impl<S: StateStore> Ingest<S> {
         m.batch_size.record(batch.len() as u64, &[]);
         let (events, letters) = tracing::info_span!("pcs.decode", messaging.batch.message_count = batch.len())
             .in_scope(|| {
+                // On every core: decoding a catch-up batch of 100k JSON events on the consumer
+                // task alone took a tenth of the service's time, with the other core idle.
+                let decoded = parallel::map(batch.iter().collect(), |raw| (raw, decode(raw)));
                 let mut events = Vec::with_capacity(batch.len());
                 let mut letters = Vec::new();
-                for raw in batch {
-                    match decode(raw) {
-                        Ok(event) => events.push(Received {
-                            source: raw.source.clone(),
-                            offset: raw.offset,
-                            event,
-                            raw: raw.clone(),
-                        }),
+                for (raw, decoded) in decoded {
+                    match decoded {
+                        Ok(event) => events.push(Received { event, raw }),
                         Err(reason) => letters.push(DeadLetter::of(raw, reason)),
                     }
                 }

@@ -1,11 +1,13 @@
-//! Scoring a batch on every core.
+//! Decoding and scoring a batch on every core.
 //!
-//! Scoring is pure CPU work on partners that share nothing, and the consumer task is the
-//! only one doing it: on its own it keeps one core busy while the other waits for Redis and
-//! the broker. A batch's partners are split into one run of consecutive partners per core;
-//! the calling thread takes the first run, so a small batch starts no thread at all.
+//! Decoding events and scoring partners are pure CPU work on items that share nothing, and
+//! the consumer task is the only one doing it: on its own it keeps one core busy while the
+//! other waits for Redis and the broker. A batch's items are split into one run of
+//! consecutive items per core; the calling thread takes the first run, so a small batch
+//! starts no thread at all.
 
-/// Below this many partners per core, a thread costs more than it saves.
+/// Below this many items per core, a thread costs more than it saves: starting one takes
+/// tens of microseconds, scoring a partner a few to tens, decoding an event about one.
 const MIN_PER_THREAD: usize = 64;
 
 /// `f` applied to every item, in order, spread over the machine's cores.

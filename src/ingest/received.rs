@@ -24,13 +24,13 @@ pub struct RawMessage {
     pub timestamp_ms: Option<i64>,
 }
 
-/// A decoded event with where it came from.
+/// A decoded event and the message it came from (its source, offset and bytes). It borrows
+/// the message rather than copying it: a batch holds each message once, however many
+/// steps read it.
 #[derive(Clone, Debug)]
-pub struct Received {
-    pub source: SourcePartition,
-    pub offset: i64,
+pub struct Received<'a> {
     pub event: Event,
-    pub raw: RawMessage,
+    pub raw: &'a RawMessage,
 }
 
 /// A rejected message and the reason, bound for the dead-letter topic.

@@ -84,8 +84,11 @@ fn event_consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         .set("enable.auto.commit", "false")
         // A new group must see every fact ever published: scores are functions of all of them.
         .set("auto.offset.reset", "earliest")
-        // Detects a dead instance within 10 s, so its partitions move on quickly.
-        .set("session.timeout.ms", "10000")
+        // Detects a dead instance within 6 s (the lowest a Kafka broker accepts by default),
+        // so its partitions move on quickly. Heartbeats come from librdkafka's own thread, so
+        // a long batch does not miss them. tansu also holds a new group's first join for
+        // half of it: with 10 s, pcs waited 5 s before its first fetch, 3 s now.
+        .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
         // A batch blocked on an outage keeps its partitions this long before the group
         // moves them elsewhere (the work is safe to redo: offsets live with the state).
@@ -93,8 +96,10 @@ fn event_consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         // Partition EOF is not an event pcs acts on.
         .set("enable.partition.eof", "false")
         // Fresh scores: a broker that holds a fetch until its maximum wait (500 ms by
-        // default) would add that to every event's latency on a quiet partition.
-        .set("fetch.wait.max.ms", "20")
+        // default) adds that to every event's latency on a quiet partition, and tansu does.
+        // 10 ms rather than 20 took about 5 ms off the benchmark's produce → watch latency
+        // below capacity; the price is an idle consumer's fetch every 10 ms.
+        .set("fetch.wait.max.ms", "10")
         // librdkafka's statistics carry the consumer lag per partition, exported as a metric.
         .set("statistics.interval.ms", "10000");
     config
@@ -107,8 +112,10 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
         // No duplicates or reordering from producer retries: a partner's scores stay in order.
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        // A few milliseconds of batching keeps throughput up without hurting freshness.
-        .set("linger.ms", "5")
+        // A millisecond of batching: every score waits this long before it is sent, which
+        // 5 ms made about 8 ms of the benchmark's produce → watch latency. Under load the
+        // producer batches anyway, with the messages queued while a request is in flight.
+        .set("linger.ms", "1")
         // Fail a delivery after 30 s instead of librdkafka's 5 minutes, so a broker outage
         // surfaces as a retried batch (nothing committed) rather than a stall.
         .set("message.timeout.ms", "30000");
@@ -123,7 +130,8 @@ fn reader_config(brokers: &str, name: &str) -> ClientConfig {
         .set("group.id", name)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
-        // Deliver a score change as soon as it is written.
-        .set("fetch.wait.max.ms", "50");
+        // Deliver a score change as soon as it is written: with 50 ms (tansu holds a fetch
+        // for its maximum wait), watchers saw scores about 10 ms later.
+        .set("fetch.wait.max.ms", "10");
     config
 }

@@ -285,7 +285,7 @@ pub fn config(broker: &Broker, redis: &impl RedisUrl, name: &str, now: &str) -> 
         now: Some(pcs::calendar::parse_date(now).unwrap()),
         rules: Vec::new(),
         batch_max_events: 500,
-        batch_max_wait_ms: 20,
+        batch_max_wait_ms: pcs::config::DEFAULT_BATCH_MAX_WAIT_MS,
         history_days: 400,
         dedup_window_days: 7,
         watch_buffer: 1024,
