@@ -68,7 +68,25 @@ impl Month {
 
 impl fmt::Display for Month {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}", self.year(), self.month())
+        // Digit by digit where the year has four: a report names a dozen months per
+        // designation, and padded integer formatting was a visible share of converting it.
+        let (year, month) = (self.year(), self.month());
+        match u16::try_from(year).ok().filter(|y| *y <= 9999) {
+            Some(y) => {
+                let digit = |n: u16| b'0' + (n % 10) as u8;
+                let text = [
+                    digit(y / 1000),
+                    digit(y / 100),
+                    digit(y / 10),
+                    digit(y),
+                    b'-',
+                    digit(month as u16 / 10),
+                    digit(month as u16),
+                ];
+                f.write_str(std::str::from_utf8(&text).expect("ASCII digits"))
+            }
+            None => write!(f, "{year:04}-{month:02}"),
+        }
     }
 }
 
@@ -180,6 +198,16 @@ mod tests {
 
     fn d(s: &str) -> NaiveDate {
         parse_date(s).unwrap()
+    }
+
+    #[test]
+    fn months_print_as_year_dash_month() {
+        for (year, month, text) in
+            [(2024, 6, "2024-06"), (2000, 12, "2000-12"), (987, 1, "0987-01"), (-1, 3, "-001-03")]
+        {
+            assert_eq!(Month::new(year, month).unwrap().to_string(), text);
+        }
+        assert_eq!(Month::new(12345, 10).unwrap().to_string(), "12345-10");
     }
 
     #[test]

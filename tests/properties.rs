@@ -7,6 +7,7 @@ use pcs::engine::{PartnerState, evaluate};
 use pcs::events::{Event, decode_json};
 use pcs::rules::RuleBook;
 use proptest::prelude::*;
+use prost::Message;
 use serde_json::json;
 
 const CERTS: [&str; 8] = [
@@ -120,10 +121,14 @@ proptest! {
     #[test]
     fn a_score_stored_without_plans_is_served_with_the_same_plans(events in stream(), as_of in as_of()) {
         let whole = pcs::proto::PartnerScore::from(&evaluate("P", &state_of(&events), as_of, &RuleBook::embedded()));
-        let mut stored = whole.clone();
-        pcs::proto::strip_shortfalls(&mut stored);
-        pcs::proto::restore_shortfalls(&mut stored, &RuleBook::embedded()).unwrap();
-        prop_assert_eq!(stored, whole);
+        let stored = pcs::proto::without_shortfalls(&whole.encode_to_vec()).unwrap();
+        let mut cleared = whole.clone();
+        for d in &mut cleared.designations {
+            d.shortfall = None;
+        }
+        prop_assert_eq!(&stored, &cleared.encode_to_vec());
+        let served = pcs::proto::decode_stored(&stored, &RuleBook::embedded()).unwrap();
+        prop_assert_eq!(served, whole);
     }
 
     #[test]

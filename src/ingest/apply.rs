@@ -345,11 +345,14 @@ impl<S: StateStore> Applier<S> {
             .flatten()
             .min();
         let fingerprint = digest.digest();
-        let changed = (previous_fingerprint != Some(fingerprint)).then(|| message.encode_to_vec());
-        proto::strip_shortfalls(&mut message);
+        // Encoded once, whole, and the stored form cut out of those bytes: nearly every
+        // assessed score has changed and is published whole, and a second encoding cost
+        // as much as the first.
+        let whole = message.encode_to_vec();
+        let stored = proto::without_shortfalls(&whole).expect("prost's own encoding of a score is well-formed");
         Assessed {
-            stored: message.encode_to_vec(),
-            changed,
+            stored,
+            changed: (previous_fingerprint != Some(fingerprint)).then_some(whole),
             fingerprint,
             next_change,
             history: (history != before).then(|| history.encode()),

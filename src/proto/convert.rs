@@ -9,7 +9,7 @@ use crate::rules::{Path, RuleBook};
 /// Why a `PartnerScore` from the wire cannot be read back.
 #[derive(Debug, thiserror::Error)]
 #[error("malformed PartnerScore: {0}")]
-pub struct MalformedScore(String);
+pub struct MalformedScore(pub(super) String);
 
 fn saturate(v: i128) -> i64 {
     i64::try_from(v).unwrap_or(if v > 0 { i64::MAX } else { i64::MIN })
@@ -177,16 +177,7 @@ fn shortfall_to_pb(f: &en::Shortfall) -> pb::Shortfall {
     }
 }
 
-/// Takes the shortfall plans out of a score, for storing: a plan is three quarters of a
-/// score's bytes, and it follows from the subcategory scores beside it (see
-/// [`restore_shortfalls`]).
-pub fn strip_shortfalls(score: &mut pb::PartnerScore) {
-    for d in &mut score.designations {
-        d.shortfall = None;
-    }
-}
-
-/// A score as stored (see [`strip_shortfalls`]), decoded and with its plans worked out again.
+/// A score as stored (see [`super::without_shortfalls`]), decoded and with its plans worked out again.
 pub fn decode_stored(bytes: &[u8], rules: &RuleBook) -> Result<pb::PartnerScore, MalformedScore> {
     use prost::Message;
     let mut score = pb::PartnerScore::decode(bytes).map_err(|e| MalformedScore(e.to_string()))?;
@@ -194,7 +185,7 @@ pub fn decode_stored(bytes: &[u8], rules: &RuleBook) -> Result<pb::PartnerScore,
     Ok(score)
 }
 
-/// Works out again the plans [`strip_shortfalls`] took out, under the rule set in force on
+/// Works out again the plans [`super::without_shortfalls`] took out, under the rule set in force on
 /// the score's day: the plans `evaluate` gave. A score stored with its plans (before they
 /// were taken out) keeps them.
 pub fn restore_shortfalls(score: &mut pb::PartnerScore, rules: &RuleBook) -> Result<(), MalformedScore> {

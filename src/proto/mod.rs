@@ -9,6 +9,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 
 mod convert;
 mod qualified;
+mod stored;
 
-pub use convert::{MalformedScore, decode_stored, qualification_windows, restore_shortfalls, strip_shortfalls};
+pub use convert::{MalformedScore, decode_stored, qualification_windows, restore_shortfalls};
 pub use qualified::{DesignationQualified, QualifiedView};
+pub use stored::without_shortfalls;

@@ -1,0 +1,133 @@
+//! The score as stored: a `PartnerScore`'s encoding without its shortfall plans.
+//!
+//! A plan is three quarters of a score's bytes, and it follows from the subcategory scores
+//! beside it (see `restore_shortfalls`), so Redis keeps scores without them. The plans are
+//! cut out of the whole encoding, which is published anyway, field by field: encoding the
+//! score a second time without them cost as much as the first encoding, and every scored
+//! partner paid it.
+
+use super::MalformedScore;
+use prost::encoding::{WireType, decode_key, decode_varint, encode_key, encode_varint};
+
+/// `PartnerScore.designations`.
+const DESIGNATIONS: u32 = 6;
+/// `DesignationScore.shortfall`.
+const SHORTFALL: u32 = 5;
+
+/// `score` (an encoded `PartnerScore`) with every designation's shortfall left out; every
+/// other field is copied as it is, in its order.
+pub fn without_shortfalls(score: &[u8]) -> Result<Vec<u8>, MalformedScore> {
+    let mut out = Vec::with_capacity(score.len() / 2);
+    let mut rest = score;
+    while !rest.is_empty() {
+        let field = next_field(&mut rest)?;
+        match field.payload {
+            Some(designation) if field.number == DESIGNATIONS => {
+                let mut kept = 0;
+                let mut inner = designation;
+                while !inner.is_empty() {
+                    let f = next_field(&mut inner)?;
+                    if f.number != SHORTFALL {
+                        kept += f.bytes.len();
+                    }
+                }
+                encode_key(DESIGNATIONS, WireType::LengthDelimited, &mut out);
+                encode_varint(kept as u64, &mut out);
+                let mut inner = designation;
+                while !inner.is_empty() {
+                    let f = next_field(&mut inner)?;
+                    if f.number != SHORTFALL {
+                        out.extend_from_slice(f.bytes);
+                    }
+                }
+            }
+            _ => out.extend_from_slice(field.bytes),
+        }
+    }
+    Ok(out)
+}
+
+/// One encoded field.
+struct Field<'a> {
+    number: u32,
+    /// The whole field: key, length if any, payload.
+    bytes: &'a [u8],
+    /// The payload of a length-delimited field.
+    payload: Option<&'a [u8]>,
+}
+
+/// Splits the next field off the front of `rest`.
+fn next_field<'a>(rest: &mut &'a [u8]) -> Result<Field<'a>, MalformedScore> {
+    let start: &'a [u8] = rest;
+    let malformed = |e: prost::DecodeError| MalformedScore(e.to_string());
+    let (number, wire_type) = decode_key(rest).map_err(malformed)?;
+    let take = |rest: &mut &'a [u8], n: usize| -> Result<&'a [u8], MalformedScore> {
+        if rest.len() < n {
+            return Err(MalformedScore(format!("field {number} runs past the end")));
+        }
+        let (taken, after) = rest.split_at(n);
+        *rest = after;
+        Ok(taken)
+    };
+    let payload = match wire_type {
+        WireType::Varint => {
+            decode_varint(rest).map_err(malformed)?;
+            None
+        }
+        WireType::SixtyFourBit => {
+            take(rest, 8)?;
+            None
+        }
+        WireType::ThirtyTwoBit => {
+            take(rest, 4)?;
+            None
+        }
+        WireType::LengthDelimited => {
+            let len = decode_varint(rest).map_err(malformed)?;
+            let len = usize::try_from(len).map_err(|_| MalformedScore(format!("field {number} is too long")))?;
+            Some(take(rest, len)?)
+        }
+        WireType::StartGroup | WireType::EndGroup => {
+            return Err(MalformedScore(format!("field {number} is a group, which PartnerScore has none of")));
+        }
+    };
+    Ok(Field { number, bytes: &start[..start.len() - rest.len()], payload })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{PartnerState, evaluate};
+    use crate::events::decode_json;
+    use crate::rules::RuleBook;
+    use prost::Message;
+
+    /// A real evaluation of a partner with one ACR line: it qualifies for nothing, so every
+    /// designation carries a plan.
+    fn score() -> crate::proto::PartnerScore {
+        let line = r#"{"type":"acr","event_id":"e","partner_id":"P","customer_id":"C","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-06","amount_micros":"5000000000"}"#;
+        let mut state = PartnerState::default();
+        state.apply(&decode_json(line.as_bytes()).unwrap()).unwrap();
+        let today = crate::calendar::parse_date("2024-07-10").unwrap();
+        crate::proto::PartnerScore::from(&evaluate("P", &state, today, &RuleBook::embedded()))
+    }
+
+    /// The bytes are those of the score encoded with its plans cleared, so a wrong field
+    /// number cannot pass unseen.
+    #[test]
+    fn is_the_score_encoded_without_its_plans() {
+        let whole = score();
+        assert!(whole.designations.iter().all(|d| d.shortfall.is_some()));
+        let mut cleared = whole.clone();
+        for d in &mut cleared.designations {
+            d.shortfall = None;
+        }
+        assert_eq!(without_shortfalls(&whole.encode_to_vec()).unwrap(), cleared.encode_to_vec());
+    }
+
+    #[test]
+    fn truncated_input_is_malformed() {
+        let bytes = score().encode_to_vec();
+        assert!(without_shortfalls(&bytes[..bytes.len() - 1]).is_err());
+    }
+}
