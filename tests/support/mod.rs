@@ -20,8 +20,26 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+/// Ports handed out below Linux's ephemeral range (32768 and up). A port the kernel picks
+/// for `bind(0)` comes from that range, where any outgoing connection of the test's servers
+/// and clients can take it before the server meant for it binds: one golden run, with 17
+/// services starting at once, lost that race. A Redis Cluster node also listens on its
+/// port + 10000, which stays below the range too. Consecutive per process, so two servers
+/// of one test binary never get the same port; each process starts at its own offset.
+const PORTS: std::ops::Range<u32> = 20_000..22_768;
+
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let span = PORTS.end - PORTS.start;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = PORTS.start + (std::process::id().wrapping_mul(7919).wrapping_add(n)) % span;
+        let port = u16::try_from(port).expect("the range is below 65536");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {PORTS:?}");
 }
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
