@@ -14,3 +14,14 @@ mod stored;
 pub use convert::{MalformedScore, decode_stored, qualification_windows, restore_shortfalls};
 pub use qualified::{DesignationQualified, QualifiedView};
 pub use stored::without_shortfalls;
+
+/// A real evaluation of a partner with one $5,000 ACR line, as of 2024-07-10: it qualifies
+/// for nothing, so every designation carries a shortfall plan.
+#[cfg(test)]
+fn one_acr_line_score() -> PartnerScore {
+    let line = r#"{"type":"acr","event_id":"e","partner_id":"P","customer_id":"C","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-06","amount_micros":"5000000000"}"#;
+    let mut state = crate::engine::PartnerState::default();
+    state.apply(&crate::events::decode_json(line.as_bytes()).unwrap()).unwrap();
+    let today = crate::calendar::parse_date("2024-07-10").unwrap();
+    PartnerScore::from(&crate::engine::evaluate("P", &state, today, &crate::rules::RuleBook::embedded()))
+}

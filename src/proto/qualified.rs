@@ -22,20 +22,13 @@ pub struct DesignationQualified {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{PartnerState, evaluate};
-    use crate::events::decode_json;
-    use crate::rules::RuleBook;
     use prost::Message;
 
     /// The view reads the same names and flags as the whole message. The score is a real
     /// evaluation with one designation marked qualified, so a wrong tag cannot pass unseen.
     #[test]
     fn reads_what_the_whole_score_says() {
-        let line = r#"{"type":"acr","event_id":"e","partner_id":"P","customer_id":"C","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-06","amount_micros":"5000000000"}"#;
-        let mut state = PartnerState::default();
-        state.apply(&decode_json(line.as_bytes()).unwrap()).unwrap();
-        let today = crate::calendar::parse_date("2024-07-10").unwrap();
-        let mut whole = crate::proto::PartnerScore::from(&evaluate("P", &state, today, &RuleBook::embedded()));
+        let mut whole = crate::proto::one_acr_line_score();
         whole.designations[1].qualified = true;
         let view = QualifiedView::decode(whole.encode_to_vec().as_slice()).unwrap();
         let read: Vec<(String, bool)> = view.designations.into_iter().map(|d| (d.designation, d.qualified)).collect();

@@ -23,22 +23,18 @@ pub fn without_shortfalls(score: &[u8]) -> Result<Vec<u8>, MalformedScore> {
         let field = next_field(&mut rest)?;
         match field.payload {
             Some(designation) if field.number == DESIGNATIONS => {
-                let mut kept = 0;
+                let mut kept: Vec<&[u8]> = Vec::new();
                 let mut inner = designation;
                 while !inner.is_empty() {
                     let f = next_field(&mut inner)?;
                     if f.number != SHORTFALL {
-                        kept += f.bytes.len();
+                        kept.push(f.bytes);
                     }
                 }
                 encode_key(DESIGNATIONS, WireType::LengthDelimited, &mut out);
-                encode_varint(kept as u64, &mut out);
-                let mut inner = designation;
-                while !inner.is_empty() {
-                    let f = next_field(&mut inner)?;
-                    if f.number != SHORTFALL {
-                        out.extend_from_slice(f.bytes);
-                    }
+                encode_varint(kept.iter().map(|f| f.len() as u64).sum(), &mut out);
+                for f in kept {
+                    out.extend_from_slice(f);
                 }
             }
             _ => out.extend_from_slice(field.bytes),
@@ -97,26 +93,13 @@ fn next_field<'a>(rest: &mut &'a [u8]) -> Result<Field<'a>, MalformedScore> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{PartnerState, evaluate};
-    use crate::events::decode_json;
-    use crate::rules::RuleBook;
     use prost::Message;
-
-    /// A real evaluation of a partner with one ACR line: it qualifies for nothing, so every
-    /// designation carries a plan.
-    fn score() -> crate::proto::PartnerScore {
-        let line = r#"{"type":"acr","event_id":"e","partner_id":"P","customer_id":"C","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-06","amount_micros":"5000000000"}"#;
-        let mut state = PartnerState::default();
-        state.apply(&decode_json(line.as_bytes()).unwrap()).unwrap();
-        let today = crate::calendar::parse_date("2024-07-10").unwrap();
-        crate::proto::PartnerScore::from(&evaluate("P", &state, today, &RuleBook::embedded()))
-    }
 
     /// The bytes are those of the score encoded with its plans cleared, so a wrong field
     /// number cannot pass unseen.
     #[test]
     fn is_the_score_encoded_without_its_plans() {
-        let whole = score();
+        let whole = crate::proto::one_acr_line_score();
         assert!(whole.designations.iter().all(|d| d.shortfall.is_some()));
         let mut cleared = whole.clone();
         for d in &mut cleared.designations {
@@ -127,7 +110,7 @@ mod tests {
 
     #[test]
     fn truncated_input_is_malformed() {
-        let bytes = score().encode_to_vec();
+        let bytes = crate::proto::one_acr_line_score().encode_to_vec();
         assert!(without_shortfalls(&bytes[..bytes.len() - 1]).is_err());
     }
 }
