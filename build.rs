@@ -1,6 +1,10 @@
 //! Generates the gRPC and message code from `proto/` with protox (a Rust protobuf compiler),
 //! so building needs no system `protoc`. The file descriptor set is kept for server
 //! reflection.
+//!
+//! The server is generated in a second pass, into `server/`, with every message taken from
+//! the first pass except `ScoreChanged`: WatchScores sends `ScoreChangedWire`, which passes
+//! the feed's encoded score through instead of decoding it to be encoded again.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["proto/pcs/v1/events.proto", "proto/pcs/v1/scores.proto", "proto/pcs/v1/service.proto"];
@@ -10,6 +14,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(protos, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("pcs_descriptor.bin"), prost::Message::encode_to_vec(&descriptors))?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
+    tonic_prost_build::configure().build_client(true).build_server(false).compile_fds(descriptors.clone())?;
+    let server = out.join("server");
+    std::fs::create_dir_all(&server)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .out_dir(server)
+        .extern_path(".pcs.v1.ScoreChanged", "crate::proto::ScoreChangedWire")
+        .extern_path(".pcs.v1", "crate::proto")
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::feed::{ScorePublisher, WatchHub};
 use crate::ingest::{Applier, DeadLetterTopic, Ingest, IngestContext, IngestStatus, run_rollover};
 use crate::kafka::{self, Cluster, KafkaError, ensure_topics, topics::TopicSpec};
 use crate::playground::Playground;
-use crate::proto::{self, partner_score_service_server::PartnerScoreServiceServer};
+use crate::proto::{self, server::partner_score_service_server::PartnerScoreServiceServer};
 use crate::rules::{RuleBook, RulesError};
 use crate::store::{MemoryStore, RedisStore, StateStore, StoreError};
 use rdkafka::consumer::{Consumer, StreamConsumer};

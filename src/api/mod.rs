@@ -10,11 +10,10 @@ use crate::clock::Clock;
 use crate::engine::{PartnerState, evaluate, forecast_with_warnings};
 use crate::events::validate_partner_id;
 use crate::feed::{Cursor, WatchHub, WatchItem};
-use crate::proto::{self, partner_score_service_server::PartnerScoreService};
+use crate::proto::{self, server::partner_score_service_server::PartnerScoreService};
 use crate::rules::RuleBook;
 use crate::store::{StateStore, StoredPartner, StoredScore};
 use chrono::{Days, NaiveDate};
-use prost::Message;
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -59,11 +58,6 @@ fn partner_id(field: &'static str, id: &str) -> Result<(), ApiError> {
     validate_partner_id(id).map_err(|e| invalid(field, e.to_string()))
 }
 
-fn decode_score(bytes: &[u8]) -> Result<proto::PartnerScore, ApiError> {
-    proto::PartnerScore::decode(bytes)
-        .map_err(|e| ApiError::Store(crate::store::StoreError::Protocol(format!("stored score: {e}"))))
-}
-
 /// A stored score as served on `today`. Its shortfall plans are not stored (they follow from
 /// the subcategory scores), so they are worked out again. Its qualification windows move
 /// with the date while the score itself may not, so a score stored on an earlier day gets
@@ -92,7 +86,7 @@ fn optional_date(field: &'static str, text: Option<&str>) -> Result<Option<Naive
     }
 }
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::ScoreChanged, Status>> + Send>>;
+type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::ScoreChangedWire, Status>> + Send>>;
 
 /// An open watch stream: holds its place under the cap and counts in `pcs.watchers.active`
 /// until the stream's task ends.
@@ -378,17 +372,15 @@ impl<S: StateStore> ScoreApi<S> {
             ))
         })?;
         let permit = WatcherSlot::new(permit);
-        let (tx, rx) = mpsc::channel::<Result<proto::ScoreChanged, Status>>(16);
-        let to_change = move |item: &WatchItem| -> Option<Result<proto::ScoreChanged, Status>> {
+        let (tx, rx) = mpsc::channel::<Result<proto::ScoreChangedWire, Status>>(16);
+        let to_change = move |item: &WatchItem| -> Option<Result<proto::ScoreChangedWire, Status>> {
             if wanted.as_ref().is_some_and(|w| !w.contains(&item.partner_id)) {
                 return None;
             }
-            Some(decode_score(&item.score).map_err(Status::from).map(|score| proto::ScoreChanged {
-                warnings: score.forecast.as_ref().map(|f| f.warnings.clone()).unwrap_or_default(),
-                score: Some(score),
-                version: item.version,
-                cursor: item.cursor.encode(),
-            }))
+            Some(
+                proto::ScoreChangedWire::new(item.score.clone(), item.version, item.cursor.encode())
+                    .map_err(|e| ApiError::from(e).into()),
+            )
         };
         if request.resume_cursor.is_empty() {
             let mut live = self.hub.subscribe();

@@ -9,6 +9,7 @@
 
 use crate::feed::VERSION_HEADER;
 use crate::kafka::{Cluster, KafkaError};
+use prost::bytes::Bytes;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -47,8 +48,8 @@ impl Cursor {
 #[derive(Clone, Debug)]
 pub struct WatchItem {
     pub partner_id: String,
-    /// Protobuf `PartnerScore`.
-    pub score: Vec<u8>,
+    /// Protobuf `PartnerScore`, shared by every watcher it is sent to.
+    pub score: Bytes,
     pub version: u64,
     /// Resume right after this item.
     pub cursor: Cursor,
@@ -199,7 +200,7 @@ impl TopicReader {
                             .unwrap_or(0);
                         let item = WatchItem {
                             partner_id: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                            score: m.payload().unwrap_or_default().to_vec(),
+                            score: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
                             version,
                             cursor: self.positions.clone(),
                         };

@@ -4,15 +4,23 @@
 
 tonic::include_proto!("pcs.v1");
 
+/// The gRPC server, generated apart from the messages and the client: it sends
+/// `ScoreChangedWire` where the service definition says `ScoreChanged` (see `build.rs`).
+pub mod server {
+    include!(concat!(env!("OUT_DIR"), "/server/pcs.v1.rs"));
+}
+
 /// Every message and service of `proto/`, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pcs_descriptor.bin"));
 
 mod convert;
 mod qualified;
+mod score_changed;
 mod stored;
 
 pub use convert::{MalformedScore, decode_stored, qualification_windows, restore_shortfalls};
 pub use qualified::{DesignationQualified, QualifiedView};
+pub use score_changed::ScoreChangedWire;
 pub use stored::without_shortfalls;
 
 /// A real evaluation of a partner with one $5,000 ACR line, as of 2024-07-10: it qualifies

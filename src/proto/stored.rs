@@ -44,16 +44,16 @@ pub fn without_shortfalls(score: &[u8]) -> Result<Vec<u8>, MalformedScore> {
 }
 
 /// One encoded field.
-struct Field<'a> {
-    number: u32,
+pub(super) struct Field<'a> {
+    pub(super) number: u32,
     /// The whole field: key, length if any, payload.
     bytes: &'a [u8],
     /// The payload of a length-delimited field.
-    payload: Option<&'a [u8]>,
+    pub(super) payload: Option<&'a [u8]>,
 }
 
 /// Splits the next field off the front of `rest`.
-fn next_field<'a>(rest: &mut &'a [u8]) -> Result<Field<'a>, MalformedScore> {
+pub(super) fn next_field<'a>(rest: &mut &'a [u8]) -> Result<Field<'a>, MalformedScore> {
     let start: &'a [u8] = rest;
     let malformed = |e: prost::DecodeError| MalformedScore(e.to_string());
     let (number, wire_type) = decode_key(rest).map_err(malformed)?;
