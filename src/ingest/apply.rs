@@ -12,9 +12,8 @@ use crate::engine::{
 };
 use crate::proto;
 use crate::rules::RuleBook;
-use crate::store::{PartnerWrite, SourcePartition, StateStore, StoredPartner, WriteOutcome};
+use crate::store::{PartnerWrite, SourcePartition, StateStore, StoreError, StoredPartner, WriteOutcome};
 use chrono::{Days, NaiveDate};
-use futures_util::{StreamExt, TryStreamExt};
 use prost::Message;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -26,9 +25,6 @@ const MAX_CONFLICT_ROUNDS: usize = 16;
 /// Partners read, scored and written together: a few megabytes per store round trip, and
 /// enough of them that both cores share the scoring.
 const PARTNERS_PER_CHUNK: usize = 2_000;
-
-/// Chunks under way at once: one with the store while the other is scored.
-const CHUNKS_IN_FLIGHT: usize = 2;
 
 /// A score that changed and is now stored: what the feed publishes.
 #[derive(Clone, Debug)]
@@ -75,9 +71,21 @@ struct Assessed {
     history: Option<Vec<u8>>,
 }
 
+/// A partner and the indexes of its events in the batch, in order.
+type PartnerEvents<'p> = (&'p str, &'p [usize]);
+
+/// A chunk's writes under way, with the plans they came from.
+struct ChunkWrite<'p, 'c> {
+    partners: &'c [PartnerEvents<'p>],
+    plans: Vec<Plan>,
+    task: WriteTask,
+}
+
 /// One partner's share of a batch, worked out in memory.
 struct Plan {
     write: Option<PartnerWrite>,
+    /// A write was made for the partner (and taken out of `write` to be sent).
+    writes: bool,
     applied_by_kind: [u64; 3],
     oldest_event_ms: Option<i64>,
     replayed: bool,
@@ -111,133 +119,140 @@ impl<S: StateStore> Applier<S> {
         for (i, e) in events.iter().enumerate() {
             by_partner.entry(e.event.partner_id.as_str()).or_default().push(i);
         }
-        let partners: Vec<(&str, Vec<usize>)> = by_partner.into_iter().collect();
-        // A batch's partners go to the store in chunks, two in flight: while Redis reads or
-        // writes one chunk, the cores score the other. One chunk for the whole batch left
-        // the cores idle during every round trip and Redis idle during every scoring pass,
-        // and made a catch-up batch one pipeline of hundreds of megabytes.
-        let mut chunks = Vec::new();
-        for chunk in partners.chunks(PARTNERS_PER_CHUNK) {
-            chunks.push(self.apply_partners(today, events, chunk, dead_letters));
-        }
-        let chunks: Vec<BatchResult> =
-            futures_util::stream::iter(chunks).buffered(CHUNKS_IN_FLIGHT).try_collect().await?;
+        let partners: Vec<PartnerEvents> = by_partner.iter().map(|(p, i)| (*p, i.as_slice())).collect();
         let mut result = BatchResult::default();
-        for chunk in chunks {
-            result.changed.extend(chunk.changed);
-            result.replayed.extend(chunk.replayed);
-            result.applied += chunk.applied;
-            for (total, n) in result.applied_by_kind.iter_mut().zip(chunk.applied_by_kind) {
-                *total += n;
+        let mut dead_sent = HashSet::new();
+        let mut conflicted: Vec<PartnerEvents> = Vec::new();
+        // A batch's partners go to the store in chunks, as a pipeline: while the cores score
+        // one chunk, Redis writes the one before and reads the one after. The next chunk's
+        // read is sent before this chunk's write, so Redis answers it while this chunk is
+        // scored and the next scoring starts at once; with the read queued behind the write,
+        // the cores waited for every write. One chunk for the whole batch left the cores
+        // idle during every round trip and made a catch-up batch one pipeline of hundreds
+        // of megabytes.
+        let mut chunks = partners.chunks(PARTNERS_PER_CHUNK);
+        let mut reading = chunks.next().map(|chunk| (chunk, self.start_load(self.requests(chunk, events))));
+        let mut writing: Option<ChunkWrite> = None;
+        while let Some((chunk, load)) = reading.take() {
+            let (requests, stored) = joined(load).await?;
+            reading = chunks.next().map(|next| (next, self.start_load(self.requests(next, events))));
+            let mut plans = self.plans(&requests, stored, chunk, events, today);
+            self.dead_letter_rejected(&plans, events, &mut dead_sent, dead_letters).await?;
+            let writes: Vec<PartnerWrite> = plans.iter_mut().filter_map(|p| p.write.take()).collect();
+            let write = ChunkWrite { partners: chunk, plans, task: self.start_write(writes) };
+            if let Some(before) = writing.replace(write) {
+                conflicted.extend(settle(before.partners, before.plans, joined(before.task).await?, &mut result)?);
             }
         }
+        if let Some(last) = writing {
+            conflicted.extend(settle(last.partners, last.plans, joined(last.task).await?, &mut result)?);
+        }
+        self.apply_contended(today, events, conflicted, &mut dead_sent, dead_letters, &mut result).await?;
         Ok(result)
     }
 
-    /// Applies the events of some partners (each with the indexes of its events, in order):
-    /// read, score, write conditionally, and again for partners another writer got first.
-    async fn apply_partners(
+    /// Applies again, round after round with a growing pause, the partners whose write
+    /// another writer got to first: each is read and scored afresh.
+    async fn apply_contended<'p>(
         &self,
         today: NaiveDate,
         events: &[Received<'_>],
-        partners: &[(&str, Vec<usize>)],
+        mut pending: Vec<PartnerEvents<'p>>,
+        dead_sent: &mut HashSet<usize>,
         dead_letters: &impl DeadLetterSink,
-    ) -> Result<BatchResult, IngestError> {
-        let mut pending: BTreeMap<&str, &[usize]> = partners.iter().map(|(p, i)| (*p, i.as_slice())).collect();
-        let mut result = BatchResult::default();
-        let mut dead_sent: HashSet<usize> = HashSet::new();
+        result: &mut BatchResult,
+    ) -> Result<(), IngestError> {
         for round in 0..MAX_CONFLICT_ROUNDS {
             if pending.is_empty() {
-                return Ok(result);
+                return Ok(());
             }
-            let requests: Vec<(String, Vec<SourcePartition>)> = pending
-                .iter()
-                .map(|(partner, indexes)| {
-                    let mut sources: Vec<SourcePartition> =
-                        indexes.iter().map(|i| events[*i].raw.source.clone()).collect();
-                    sources.sort();
-                    sources.dedup();
-                    ((*partner).to_owned(), sources)
-                })
-                .collect();
-            let stored = timed(
-                tracing::info_span!("pcs.redis.read", db.system.name = "redis", db.operation.name = "HMGET"),
-                "HMGET",
-                self.store.load(&requests),
-            )
-            .await?;
-            let work: Vec<_> = requests.iter().zip(stored).zip(pending.values()).collect();
-            let plans: Vec<Plan> = parallel::map(work, |(((partner, sources), stored), indexes)| {
-                self.plan(partner, sources, stored, indexes, events, today)
-            });
-            let fresh: Vec<(usize, String)> = plans
-                .iter()
-                .flat_map(|p| &p.rejected)
-                .filter(|(i, _)| dead_sent.insert(*i))
-                .map(|(i, reason)| (*i, reason.to_string()))
-                .collect();
-            if !fresh.is_empty() {
-                for (i, _) in &fresh {
-                    let kind = crate::events::Fact::KINDS[events[*i].event.fact.kind()];
-                    crate::telemetry::metrics().rejected(1, "reused_id", kind);
-                }
-                dead_letters
-                    .send(fresh.into_iter().map(|(i, reason)| DeadLetter::of(events[i].raw, reason)).collect())
-                    .await?;
-            }
-
-            // Moved out, not copied: a write holds the partner's whole encoded state.
-            let mut plans = plans;
-            let wrote: Vec<bool> = plans.iter().map(|p| p.write.is_some()).collect();
+            back_off(round).await;
+            let (requests, stored) = joined(self.start_load(self.requests(&pending, events))).await?;
+            let mut plans = self.plans(&requests, stored, &pending, events, today);
+            self.dead_letter_rejected(&plans, events, dead_sent, dead_letters).await?;
             let writes: Vec<PartnerWrite> = plans.iter_mut().filter_map(|p| p.write.take()).collect();
-            let outcomes = if writes.is_empty() {
-                Vec::new()
-            } else {
-                timed(
-                    tracing::info_span!("pcs.redis.write", db.system.name = "redis", db.operation.name = "EVALSHA"),
-                    "EVALSHA",
-                    self.store.write(&writes),
-                )
-                .await?
-            };
-            let mut outcomes = writes.into_iter().zip(outcomes);
-            let mut conflicted = Vec::new();
-            for ((plan, partner), wrote) in plans.into_iter().zip(pending.keys()).zip(wrote) {
-                if plan.replayed {
-                    result.replayed.push((*partner).to_owned());
-                }
-                if !wrote {
-                    continue;
-                }
-                match outcomes.next() {
-                    Some((write, WriteOutcome::Written { version })) => {
-                        result.applied += plan.applied;
-                        for (total, n) in result.applied_by_kind.iter_mut().zip(plan.applied_by_kind) {
-                            *total += n;
-                        }
-                        if let Some(score) = plan.changed {
-                            result.changed.push(ScoreUpdate {
-                                partner_id: write.partner_id,
-                                score,
-                                version,
-                                oldest_event_ms: plan.oldest_event_ms,
-                            });
-                        }
-                    }
-                    Some((_, WriteOutcome::Conflict)) => conflicted.push(*partner),
-                    None => {
-                        return Err(IngestError::Store(crate::store::StoreError::Protocol(
-                            "missing write outcome".into(),
-                        )));
-                    }
-                }
-            }
-            pending.retain(|partner, _| conflicted.contains(partner));
-            if !pending.is_empty() {
-                back_off(round).await;
-            }
+            let outcomes = joined(self.start_write(writes)).await?;
+            pending = settle(&pending, plans, outcomes, result)?;
         }
-        Err(IngestError::Contended(pending.keys().map(|p| (*p).to_owned()).collect()))
+        Err(IngestError::Contended(pending.iter().map(|(p, _)| (*p).to_owned()).collect()))
+    }
+
+    /// What to read for `partners`: each with the source partitions of its events.
+    fn requests(&self, partners: &[PartnerEvents], events: &[Received<'_>]) -> Vec<(String, Vec<SourcePartition>)> {
+        partners
+            .iter()
+            .map(|(partner, indexes)| {
+                let mut sources: Vec<SourcePartition> = indexes.iter().map(|i| events[*i].raw.source.clone()).collect();
+                sources.sort();
+                sources.dedup();
+                ((*partner).to_owned(), sources)
+            })
+            .collect()
+    }
+
+    /// Sends the read to the store now, on a task of its own, so that it is queued at Redis
+    /// before whatever this task sends next; the requests come back with the answer.
+    fn start_load(&self, requests: Vec<(String, Vec<SourcePartition>)>) -> LoadTask {
+        let store = self.store.clone();
+        let span = tracing::info_span!("pcs.redis.read", db.system.name = "redis", db.operation.name = "HMGET");
+        tokio::spawn(async move {
+            let stored = timed(span, "HMGET", store.load(&requests)).await;
+            (requests, stored)
+        })
+    }
+
+    /// Sends the writes to the store now, on a task of its own; the writes come back with
+    /// their outcomes. A write that lands after the batch failed anyway changes nothing
+    /// twice: it carries the offsets it applied, so the batch's retry skips those events.
+    fn start_write(&self, writes: Vec<PartnerWrite>) -> WriteTask {
+        let store = self.store.clone();
+        let span = tracing::info_span!("pcs.redis.write", db.system.name = "redis", db.operation.name = "EVALSHA");
+        tokio::spawn(async move {
+            let outcomes =
+                if writes.is_empty() { Ok(Vec::new()) } else { timed(span, "EVALSHA", store.write(&writes)).await };
+            (writes, outcomes)
+        })
+    }
+
+    /// Scores every partner of `partners` (read as `stored`) on all cores.
+    fn plans(
+        &self,
+        requests: &[(String, Vec<SourcePartition>)],
+        stored: Vec<StoredPartner>,
+        partners: &[PartnerEvents],
+        events: &[Received<'_>],
+        today: NaiveDate,
+    ) -> Vec<Plan> {
+        let work: Vec<_> = requests.iter().zip(stored).zip(partners).collect();
+        parallel::map(work, |(((partner, sources), stored), (_, indexes))| {
+            self.plan(partner, sources, stored, indexes, events, today)
+        })
+    }
+
+    /// Sends the events the partners' state refused (a reused id) to the dead-letter topic,
+    /// each once, before anything of theirs is written: a crash after the write cannot
+    /// lose them.
+    async fn dead_letter_rejected(
+        &self,
+        plans: &[Plan],
+        events: &[Received<'_>],
+        dead_sent: &mut HashSet<usize>,
+        dead_letters: &impl DeadLetterSink,
+    ) -> Result<(), IngestError> {
+        let fresh: Vec<(usize, String)> = plans
+            .iter()
+            .flat_map(|p| &p.rejected)
+            .filter(|(i, _)| dead_sent.insert(*i))
+            .map(|(i, reason)| (*i, reason.to_string()))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        for (i, _) in &fresh {
+            let kind = crate::events::Fact::KINDS[events[*i].event.fact.kind()];
+            crate::telemetry::metrics().rejected(1, "reused_id", kind);
+        }
+        dead_letters.send(fresh.into_iter().map(|(i, reason)| DeadLetter::of(events[i].raw, reason)).collect()).await
     }
 
     fn plan(
@@ -254,6 +269,7 @@ impl<S: StateStore> Applier<S> {
         let mut highest: Vec<Option<i64>> = applied_offsets.clone();
         let mut plan = Plan {
             write: None,
+            writes: false,
             applied_by_kind: [0; 3],
             oldest_event_ms: None,
             replayed: false,
@@ -290,6 +306,7 @@ impl<S: StateStore> Applier<S> {
         self.prune(&mut state, today);
         let assessed = self.assess(partner_id, &state, history, affected_from, score_fingerprint, today);
         plan.changed = assessed.changed;
+        plan.writes = true;
         plan.write = Some(PartnerWrite {
             partner_id: partner_id.to_owned(),
             expected_version: version,
@@ -461,6 +478,60 @@ impl<S: StateStore> Applier<S> {
         }
         Err(IngestError::Contended(vec![partner_id.to_owned()]))
     }
+}
+
+/// A store round trip under way on a task of its own: what was sent comes back with the
+/// answer.
+type StoreTask<T, Sent> = tokio::task::JoinHandle<(Sent, Result<T, StoreError>)>;
+type LoadTask = StoreTask<Vec<StoredPartner>, Vec<(String, Vec<SourcePartition>)>>;
+type WriteTask = StoreTask<Vec<WriteOutcome>, Vec<PartnerWrite>>;
+
+/// Waits for a store round trip started with `start_load` or `start_write`.
+async fn joined<T, Sent>(task: StoreTask<T, Sent>) -> Result<(Sent, T), IngestError> {
+    match task.await {
+        Ok((sent, answer)) => Ok((sent, answer?)),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(StoreError::Unavailable("store call cancelled: the runtime is shutting down".into()).into()),
+    }
+}
+
+/// Counts what the written partners applied and collects their changed scores; returns the
+/// partners another writer got to first, to be applied again.
+fn settle<'p>(
+    partners: &[PartnerEvents<'p>],
+    plans: Vec<Plan>,
+    (writes, outcomes): (Vec<PartnerWrite>, Vec<WriteOutcome>),
+    result: &mut BatchResult,
+) -> Result<Vec<PartnerEvents<'p>>, IngestError> {
+    let mut outcomes = writes.into_iter().zip(outcomes);
+    let mut conflicted = Vec::new();
+    for (plan, partner) in plans.into_iter().zip(partners) {
+        if plan.replayed {
+            result.replayed.push(partner.0.to_owned());
+        }
+        if !plan.writes {
+            continue;
+        }
+        match outcomes.next() {
+            Some((write, WriteOutcome::Written { version })) => {
+                result.applied += plan.applied;
+                for (total, n) in result.applied_by_kind.iter_mut().zip(plan.applied_by_kind) {
+                    *total += n;
+                }
+                if let Some(score) = plan.changed {
+                    result.changed.push(ScoreUpdate {
+                        partner_id: write.partner_id,
+                        score,
+                        version,
+                        oldest_event_ms: plan.oldest_event_ms,
+                    });
+                }
+            }
+            Some((_, WriteOutcome::Conflict)) => conflicted.push(*partner),
+            None => return Err(StoreError::Protocol("missing write outcome".into()).into()),
+        }
+    }
+    Ok(conflicted)
 }
 
 /// A growing, jittered pause after losing a partner to another writer, so two writers
