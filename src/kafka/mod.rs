@@ -116,6 +116,11 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
         // 5 ms made about 8 ms of the benchmark's produce → watch latency. Under load the
         // producer batches anyway, with the messages queued while a request is in flight.
         .set("linger.ms", "1")
+        // A score is about 4 KB, most of it the wording of shortfall plans, which repeats:
+        // lz4 shrinks what the broker takes, stores and serves to every reader for a few
+        // microseconds of the producer's own thread. In 400k-event benchmark runs, ingest
+        // after the first commit rose from 43k to 48-54k events/s.
+        .set("compression.type", "lz4")
         // Fail a delivery after 30 s instead of librdkafka's 5 minutes, so a broker outage
         // surfaces as a retried batch (nothing committed) rather than a stall.
         .set("message.timeout.ms", "30000");
