@@ -18,8 +18,8 @@ use prost::Message;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-/// A concurrent writer can win a partner this many times in a row before the batch fails
-/// (and is retried as a whole).
+/// After a partner's first write, a concurrent writer can win it this many more times in a
+/// row before the batch fails (and is retried as a whole).
 const MAX_CONFLICT_ROUNDS: usize = 16;
 
 /// Partners read, scored and written together: a few megabytes per store round trip, and
@@ -190,18 +190,27 @@ impl<S: StateStore> Applier<S> {
             .collect()
     }
 
-    /// Sends the read to the store now, on a task of its own, so that it is queued at Redis
-    /// before whatever this task sends next; the requests come back with the answer.
+    /// Starts the read on a task of its own, which runs while this task scores (scoring
+    /// hands the worker's other tasks to another thread, see `parallel::map`), so Redis
+    /// answers it meanwhile; the requests come back with the answer.
     fn start_load(&self, requests: Vec<(String, Vec<SourcePartition>)>) -> LoadTask {
         let store = self.store.clone();
         let span = tracing::info_span!("pcs.redis.read", db.system.name = "redis", db.operation.name = "HMGET");
         tokio::spawn(async move {
-            let stored = timed(span, "HMGET", store.load(&requests)).await;
+            let stored = timed(span, "HMGET", store.load(&requests)).await.and_then(|stored| {
+                // Scored in step with the requests: a missing answer would skip a partner's
+                // events while their offsets are committed.
+                if stored.len() == requests.len() {
+                    Ok(stored)
+                } else {
+                    Err(StoreError::Protocol(format!("{} partners read for {} asked", stored.len(), requests.len())))
+                }
+            });
             (requests, stored)
         })
     }
 
-    /// Sends the writes to the store now, on a task of its own; the writes come back with
+    /// Starts the writes on a task of its own; the writes come back with
     /// their outcomes. A write that lands after the batch failed anyway changes nothing
     /// twice: it carries the offsets it applied, so the batch's retry skips those events.
     fn start_write(&self, writes: Vec<PartnerWrite>) -> WriteTask {

@@ -2,13 +2,27 @@
 //!
 //! Decoding events and scoring partners are pure CPU work on items that share nothing, and
 //! the consumer task is the only one doing it: on its own it keeps one core busy while the
-//! other waits for Redis and the broker. A batch's items are split into one run of
-//! consecutive items per core; the calling thread takes the first run, so a small batch
+//! other waits for Redis and the broker. The calling thread works too, so a small batch
 //! starts no thread at all.
+//!
+//! The threads take blocks of items from a shared queue rather than a fixed half each:
+//! Redis and the broker share the same cores, and a thread that one of them preempts held
+//! up the whole batch at the end of its fixed half while the other thread sat idle.
+//!
+//! On a runtime worker, the work runs under `block_in_place`: the tasks queued on that
+//! worker (the next chunk's Redis read, the Redis connection's own task) move to another
+//! thread first, instead of waiting the tens of milliseconds a chunk takes to score.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
 
 /// Below this many items per core, a thread costs more than it saves: starting one takes
 /// tens of microseconds, scoring a partner a few to tens, decoding an event about one.
 const MIN_PER_THREAD: usize = 64;
+
+/// Items a thread takes from the queue at a time: small enough that the threads finish
+/// together, large enough that the queue's lock is taken rarely.
+const BLOCK: usize = 16;
 
 /// `f` applied to every item, in order, spread over the machine's cores.
 pub fn map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
@@ -17,29 +31,57 @@ pub fn map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R>
     if threads == 1 {
         return items.into_iter().map(f).collect();
     }
-    let per_thread = items.len().div_ceil(threads);
-    let mut runs: Vec<Vec<T>> = Vec::with_capacity(threads);
+    off_the_runtime(|| on_threads(threads, items, f))
+}
+
+/// Runs `work`, which blocks for a while, letting the other tasks of this runtime worker
+/// run meanwhile. A current-thread runtime has no other thread to hand them to, so there
+/// (in tests) `work` simply runs.
+fn off_the_runtime<R>(work: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+/// `f` applied to every item on `threads` threads (the caller's among them), in order.
+fn on_threads<T: Send, R: Send>(threads: usize, items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let total = items.len();
+    let mut blocks: VecDeque<(usize, Vec<T>)> = VecDeque::with_capacity(total.div_ceil(BLOCK));
     let mut items = items.into_iter();
     loop {
-        let run: Vec<T> = items.by_ref().take(per_thread).collect();
-        if run.is_empty() {
+        let block: Vec<T> = items.by_ref().take(BLOCK).collect();
+        if block.is_empty() {
             break;
         }
-        runs.push(run);
+        blocks.push_back((blocks.len(), block));
     }
-    let f = &f;
-    std::thread::scope(|scope| {
-        let mut runs = runs.into_iter();
-        let first = runs.next().expect("at least one run");
-        let others: Vec<_> = runs.map(|run| scope.spawn(move || run.into_iter().map(f).collect::<Vec<R>>())).collect();
-        let mut out: Vec<R> = first.into_iter().map(f).collect();
+    let queue = Mutex::new(blocks);
+    let work = || {
+        let mut done: Vec<(usize, Vec<R>)> = Vec::new();
+        loop {
+            let next = queue.lock().expect("no thread panics holding the queue").pop_front();
+            let Some((index, block)) = next else { return done };
+            done.push((index, block.into_iter().map(&f).collect()));
+        }
+    };
+    let mut done = std::thread::scope(|scope| {
+        let others: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut done = work();
         for other in others {
             // A panic while scoring is a bug; it surfaces on the consumer task as it would
             // have without the threads.
-            out.extend(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            done.extend(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
         }
-        out
-    })
+        done
+    });
+    done.sort_unstable_by_key(|(index, _)| *index);
+    let mut out = Vec::with_capacity(total);
+    for (_, results) in done {
+        out.extend(results);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -48,10 +90,54 @@ mod tests {
 
     #[test]
     fn keeps_the_order_of_any_number_of_items() {
-        for n in [0, 1, MIN_PER_THREAD - 1, MIN_PER_THREAD * 2, MIN_PER_THREAD * 5 + 3] {
+        for n in [0, 1, MIN_PER_THREAD - 1, MIN_PER_THREAD * 2, MIN_PER_THREAD * 5 + 3, BLOCK * 40 + 1] {
             let items: Vec<usize> = (0..n).collect();
             let doubled = map(items, |i| i * 2);
             assert_eq!(doubled, (0..n).map(|i| i * 2).collect::<Vec<_>>());
         }
+    }
+
+    /// Items that take uneven time still come back in order, each exactly once, whatever
+    /// the number of threads (the machine running the tests may have one core).
+    #[test]
+    fn uneven_work_keeps_order() {
+        for threads in [2, 3] {
+            let items: Vec<u64> = (0..1_000).collect();
+            let out = on_threads(threads, items, |i| {
+                if i % 97 == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                i + 1
+            });
+            assert_eq!(out, (1..=1_000).collect::<Vec<_>>());
+        }
+    }
+
+    /// While the work blocks a runtime's only worker, a task spawned just before it (as the
+    /// next chunk's Redis read is) still runs; a current-thread runtime runs the work in place.
+    #[test]
+    fn the_workers_other_tasks_run_meanwhile() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+        let ran = runtime.block_on(async {
+            tokio::spawn(async {
+                let flag = Arc::new(AtomicBool::new(false));
+                let set = Arc::clone(&flag);
+                tokio::spawn(async move { set.store(true, Ordering::SeqCst) });
+                off_the_runtime(|| {
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                    while !flag.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    flag.load(Ordering::SeqCst)
+                })
+            })
+            .await
+            .unwrap()
+        });
+        assert!(ran, "the task spawned before the blocking work never ran");
+        let single = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(single.block_on(async { off_the_runtime(|| 7) }), 7);
     }
 }
