@@ -84,8 +84,6 @@ struct ChunkWrite<'p, 'c> {
 /// One partner's share of a batch, worked out in memory.
 struct Plan {
     write: Option<PartnerWrite>,
-    /// A write was made for the partner (and taken out of `write` to be sent).
-    writes: bool,
     applied_by_kind: [u64; 3],
     oldest_event_ms: Option<i64>,
     replayed: bool,
@@ -134,18 +132,15 @@ impl<S: StateStore> Applier<S> {
         let mut reading = chunks.next().map(|chunk| (chunk, self.start_load(self.requests(chunk, events))));
         let mut writing: Option<ChunkWrite> = None;
         while let Some((chunk, load)) = reading.take() {
-            let (requests, stored) = joined(load).await?;
+            let read = joined(load).await?;
             reading = chunks.next().map(|next| (next, self.start_load(self.requests(next, events))));
-            let mut plans = self.plans(&requests, stored, chunk, events, today);
-            self.dead_letter_rejected(&plans, events, &mut dead_sent, dead_letters).await?;
-            let writes: Vec<PartnerWrite> = plans.iter_mut().filter_map(|p| p.write.take()).collect();
-            let write = ChunkWrite { partners: chunk, plans, task: self.start_write(writes) };
-            if let Some(before) = writing.replace(write) {
-                conflicted.extend(settle(before.partners, before.plans, joined(before.task).await?, &mut result)?);
+            let (plans, task) = self.score_and_write(read, chunk, events, today, &mut dead_sent, dead_letters).await?;
+            if let Some(before) = writing.replace(ChunkWrite { partners: chunk, plans, task }) {
+                conflicted.extend(settle(before.partners, before.plans, joined(before.task).await?, &mut result));
             }
         }
         if let Some(last) = writing {
-            conflicted.extend(settle(last.partners, last.plans, joined(last.task).await?, &mut result)?);
+            conflicted.extend(settle(last.partners, last.plans, joined(last.task).await?, &mut result));
         }
         self.apply_contended(today, events, conflicted, &mut dead_sent, dead_letters, &mut result).await?;
         Ok(result)
@@ -167,12 +162,9 @@ impl<S: StateStore> Applier<S> {
                 return Ok(());
             }
             back_off(round).await;
-            let (requests, stored) = joined(self.start_load(self.requests(&pending, events))).await?;
-            let mut plans = self.plans(&requests, stored, &pending, events, today);
-            self.dead_letter_rejected(&plans, events, dead_sent, dead_letters).await?;
-            let writes: Vec<PartnerWrite> = plans.iter_mut().filter_map(|p| p.write.take()).collect();
-            let outcomes = joined(self.start_write(writes)).await?;
-            pending = settle(&pending, plans, outcomes, result)?;
+            let read = joined(self.start_load(self.requests(&pending, events))).await?;
+            let (plans, task) = self.score_and_write(read, &pending, events, today, dead_sent, dead_letters).await?;
+            pending = settle(&pending, plans, joined(task).await?, result);
         }
         Err(IngestError::Contended(pending.iter().map(|(p, _)| (*p).to_owned()).collect()))
     }
@@ -217,25 +209,41 @@ impl<S: StateStore> Applier<S> {
         let store = self.store.clone();
         let span = tracing::info_span!("pcs.redis.write", db.system.name = "redis", db.operation.name = "EVALSHA");
         tokio::spawn(async move {
-            let outcomes =
-                if writes.is_empty() { Ok(Vec::new()) } else { timed(span, "EVALSHA", store.write(&writes)).await };
+            let outcomes = if writes.is_empty() {
+                Ok(Vec::new())
+            } else {
+                timed(span, "EVALSHA", store.write(&writes)).await.and_then(|outcomes| {
+                    if outcomes.len() == writes.len() {
+                        Ok(outcomes)
+                    } else {
+                        Err(StoreError::Protocol(format!("{} outcomes for {} writes", outcomes.len(), writes.len())))
+                    }
+                })
+            };
             (writes, outcomes)
         })
     }
 
-    /// Scores every partner of `partners` (read as `stored`) on all cores.
-    fn plans(
+    /// Scores every partner of `partners` (as read: the requests and what the store
+    /// answered) on all cores, dead-letters the events their state refused, and starts
+    /// their writes. The plans keep what to count and publish once the writes land.
+    async fn score_and_write(
         &self,
-        requests: &[(String, Vec<SourcePartition>)],
-        stored: Vec<StoredPartner>,
-        partners: &[PartnerEvents],
+        (requests, stored): (Vec<(String, Vec<SourcePartition>)>, Vec<StoredPartner>),
+        partners: &[PartnerEvents<'_>],
         events: &[Received<'_>],
         today: NaiveDate,
-    ) -> Vec<Plan> {
+        dead_sent: &mut HashSet<usize>,
+        dead_letters: &impl DeadLetterSink,
+    ) -> Result<(Vec<Plan>, WriteTask), IngestError> {
         let work: Vec<_> = requests.iter().zip(stored).zip(partners).collect();
-        parallel::map(work, |(((partner, sources), stored), (_, indexes))| {
+        let mut plans = parallel::map(work, |(((partner, sources), stored), (_, indexes))| {
             self.plan(partner, sources, stored, indexes, events, today)
-        })
+        });
+        self.dead_letter_rejected(&plans, events, dead_sent, dead_letters).await?;
+        // Moved out, not copied: a write holds the partner's whole encoded state.
+        let writes: Vec<PartnerWrite> = plans.iter_mut().filter_map(|p| p.write.take()).collect();
+        Ok((plans, self.start_write(writes)))
     }
 
     /// Sends the events the partners' state refused (a reused id) to the dead-letter topic,
@@ -278,7 +286,6 @@ impl<S: StateStore> Applier<S> {
         let mut highest: Vec<Option<i64>> = applied_offsets.clone();
         let mut plan = Plan {
             write: None,
-            writes: false,
             applied_by_kind: [0; 3],
             oldest_event_ms: None,
             replayed: false,
@@ -315,7 +322,6 @@ impl<S: StateStore> Applier<S> {
         self.prune(&mut state, today);
         let assessed = self.assess(partner_id, &state, history, affected_from, score_fingerprint, today);
         plan.changed = assessed.changed;
-        plan.writes = true;
         plan.write = Some(PartnerWrite {
             partner_id: partner_id.to_owned(),
             expected_version: version,
@@ -505,24 +511,25 @@ async fn joined<T, Sent>(task: StoreTask<T, Sent>) -> Result<(Sent, T), IngestEr
 }
 
 /// Counts what the written partners applied and collects their changed scores; returns the
-/// partners another writer got to first, to be applied again.
+/// partners another writer got to first, to be applied again. The writes are in the order
+/// of the plans, one per partner that had something to write.
 fn settle<'p>(
     partners: &[PartnerEvents<'p>],
     plans: Vec<Plan>,
     (writes, outcomes): (Vec<PartnerWrite>, Vec<WriteOutcome>),
     result: &mut BatchResult,
-) -> Result<Vec<PartnerEvents<'p>>, IngestError> {
-    let mut outcomes = writes.into_iter().zip(outcomes);
+) -> Vec<PartnerEvents<'p>> {
+    let mut outcomes = writes.into_iter().zip(outcomes).peekable();
     let mut conflicted = Vec::new();
     for (plan, partner) in plans.into_iter().zip(partners) {
         if plan.replayed {
             result.replayed.push(partner.0.to_owned());
         }
-        if !plan.writes {
+        let Some((write, outcome)) = outcomes.next_if(|(write, _)| write.partner_id == partner.0) else {
             continue;
-        }
-        match outcomes.next() {
-            Some((write, WriteOutcome::Written { version })) => {
+        };
+        match outcome {
+            WriteOutcome::Written { version } => {
                 result.applied += plan.applied;
                 for (total, n) in result.applied_by_kind.iter_mut().zip(plan.applied_by_kind) {
                     *total += n;
@@ -536,11 +543,10 @@ fn settle<'p>(
                     });
                 }
             }
-            Some((_, WriteOutcome::Conflict)) => conflicted.push(*partner),
-            None => return Err(StoreError::Protocol("missing write outcome".into()).into()),
+            WriteOutcome::Conflict => conflicted.push(*partner),
         }
     }
-    Ok(conflicted)
+    conflicted
 }
 
 /// A growing, jittered pause after losing a partner to another writer, so two writers

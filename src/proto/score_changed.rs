@@ -43,15 +43,20 @@ impl ScoreChangedWire {
                 while !forecast.is_empty() {
                     let inner = next_field(&mut forecast)?;
                     if let (FORECAST_WARNINGS, Some(warning)) = (inner.number, inner.payload) {
-                        encode_key(WARNINGS, WireType::LengthDelimited, &mut warnings);
-                        encode_varint(warning.len() as u64, &mut warnings);
-                        warnings.extend_from_slice(warning);
+                        push_warning(&mut warnings, warning);
                     }
                 }
             }
         }
         Ok(ScoreChangedWire { score, version, cursor, warnings })
     }
+}
+
+/// Appends an encoded `ScoreWarning` framed as `ScoreChanged` field 4.
+fn push_warning(warnings: &mut Vec<u8>, warning: &[u8]) {
+    encode_key(WARNINGS, WireType::LengthDelimited, warnings);
+    encode_varint(warning.len() as u64, warnings);
+    warnings.extend_from_slice(warning);
 }
 
 impl prost::Message for ScoreChangedWire {
@@ -85,9 +90,7 @@ impl prost::Message for ScoreChangedWire {
             WARNINGS => {
                 let mut warning = Vec::new();
                 prost::encoding::bytes::merge(wire_type, &mut warning, buf, ctx)?;
-                encode_key(WARNINGS, WireType::LengthDelimited, &mut self.warnings);
-                encode_varint(warning.len() as u64, &mut self.warnings);
-                self.warnings.extend_from_slice(&warning);
+                push_warning(&mut self.warnings, &warning);
                 Ok(())
             }
             _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
