@@ -5,6 +5,7 @@
 use super::{PartnerWrite, SourcePartition, StateStore, StoreError, StoredPartner, StoredScore, WriteOutcome};
 use crate::engine::PartnerState;
 use chrono::{Datelike, NaiveDate};
+use futures_util::{StreamExt, TryStreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -17,6 +18,12 @@ const COMMIT: &str = include_str!("commit.lua");
 /// Partners named by one index ZADD: a few tens of KB per command, so Redis is never held
 /// by one command for long.
 const INDEX_CHUNK: usize = 1000;
+/// Commands of one batch a cluster connection has outstanding at once. The cluster client
+/// starts a command's response timeout when the command is handed over, so a whole batch
+/// handed over at once (thousands of commands, several batches at a time) would spend that
+/// timeout queued behind itself in the client, and time out on a busy host though every
+/// node answers promptly. A few hundred keep every node busy all the same.
+const CLUSTER_COMMANDS_IN_FLIGHT: usize = 256;
 
 /// Moves a due entry: an entry already due (on or before ARGV[1]) is replaced by ARGV[2] (or
 /// removed when ARGV[2] is empty); a later entry only moves earlier, so an event written
@@ -37,7 +44,7 @@ return 0
 /// a partner's keys share a hash tag, so any single command lands on one slot. What differs
 /// is batching: a single node takes a batch as one pipeline; a cluster pipeline must stay in
 /// one slot, so there the batch's commands are sent concurrently over the cluster
-/// connection (which multiplexes them per node).
+/// connection (which multiplexes them per node), a bounded number at a time.
 #[derive(Clone)]
 enum Connection {
     Single(ConnectionManager),
@@ -79,10 +86,12 @@ impl Connection {
             }
             Connection::Cluster { client, connection } => {
                 let connection = Self::cluster(client, connection).await?;
-                futures_util::future::try_join_all(commands.into_iter().map(|command| {
+                futures_util::stream::iter(commands.into_iter().map(|command| {
                     let mut connection = connection.clone();
                     async move { command.query_async::<Value>(&mut connection).await }
                 }))
+                .buffered(CLUSTER_COMMANDS_IN_FLIGHT)
+                .try_collect()
                 .await
             }
         }
