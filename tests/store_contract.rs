@@ -5,7 +5,7 @@
 mod support;
 
 use pcs::events::decode_json;
-use pcs::ingest::{Applier, DeadLetter, DeadLetterSink, IngestError, RawMessage, Received};
+use pcs::ingest::{Applier, DeadLetter, DeadLetterSink, IngestError, RawMessage, Received, ScoreSink, ScoreUpdate};
 use pcs::rules::RuleBook;
 use pcs::store::{MemoryStore, PartnerWrite, RedisStore, SourcePartition, StateStore, WriteOutcome};
 use std::sync::{Arc, Mutex};
@@ -16,8 +16,14 @@ fn day(s: &str) -> chrono::NaiveDate {
     pcs::calendar::parse_date(s).unwrap()
 }
 
+/// The stores' bound on a command. These checks are of what is stored, not how fast: a
+/// debug build's cluster client, sharing CI's two cores with other tests and three
+/// redis-servers, took more than the service's default 2 s to get through a few thousand
+/// commands.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn store(redis: &Redis, prefix: &str) -> RedisStore {
-    RedisStore::connect(&redis.url(), prefix, Duration::from_secs(2)).unwrap()
+    RedisStore::connect(&redis.url(), prefix, COMMAND_TIMEOUT).unwrap()
 }
 
 /// Runs one contract check against each store, on a runtime like the service's: two
@@ -35,7 +41,7 @@ macro_rules! contract {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redis_cluster() {
                 let cluster = super::RedisCluster::start();
-                let store = super::RedisStore::connect_cluster(&cluster.urls(), "c", std::time::Duration::from_secs(2));
+                let store = super::RedisStore::connect_cluster(&cluster.urls(), "c", super::COMMAND_TIMEOUT);
                 super::$check(store.unwrap()).await;
             }
 
@@ -52,6 +58,7 @@ contract!(listing_and_the_due_index);
 contract!(a_replayed_batch_changes_nothing);
 contract!(concurrent_writers_of_one_partner_both_count);
 contract!(batches_of_many_chunks_written_concurrently_all_count);
+contract!(scores_are_sent_chunk_by_chunk_once_stored);
 contract!(rollover_reevaluates_due_partners);
 contract!(history_is_recorded_backfilled_and_kept);
 
@@ -161,17 +168,19 @@ async fn a_replayed_batch_changes_nothing(store: impl StateStore) {
     let raws = [raw(0, 10, &acr("a", "C1", 700)), raw(0, 11, &acr("b", "C2", 100))];
     let batch: Vec<Received> = raws.iter().map(received).collect();
     let today = day("2024-07-10");
-    let first = applier.apply(today, &batch, &letters).await.unwrap();
-    assert_eq!((first.applied, first.changed.len()), (2, 1));
+    let mut scores = Vec::new();
+    let first = applier.apply(today, &batch, &letters, &mut scores).await.unwrap();
+    assert_eq!((first.applied, scores.len()), (2, 1));
     // The same messages again (a crash before the offset commit): skipped by offset.
-    let again = applier.apply(today, &batch, &letters).await.unwrap();
-    assert_eq!((again.applied, again.changed.len(), again.replayed.clone()), (0, 0, vec!["P1".to_owned()]));
+    let again = applier.apply(today, &batch, &letters, &mut scores).await.unwrap();
+    assert_eq!((again.applied, scores.len(), again.replayed.clone()), (0, 1, vec!["P1".to_owned()]));
     // The same event under a new offset (an upstream redelivery): skipped by event id.
-    let redelivered = applier.apply(today, &[received(&raw(1, 5, &acr("a", "C1", 700)))], &letters).await.unwrap();
-    assert_eq!(redelivered.applied, 0);
+    let redelivered = raw(1, 5, &acr("a", "C1", 700));
+    assert_eq!(applier.apply(today, &[received(&redelivered)], &letters, &mut scores).await.unwrap().applied, 0);
     // An id reused for another fact is a dead letter, and nothing else changes.
-    let reused = applier.apply(today, &[received(&raw(1, 6, &acr("a", "C9", 5)))], &letters).await.unwrap();
-    assert_eq!(reused.applied, 0);
+    let reused = raw(1, 6, &acr("a", "C9", 5));
+    assert_eq!(applier.apply(today, &[received(&reused)], &letters, &mut scores).await.unwrap().applied, 0);
+    assert_eq!(scores.len(), 1);
     assert_eq!(letters.0.lock().unwrap().len(), 1);
     assert!(letters.0.lock().unwrap()[0].contains("reused"));
     let state = applier.store.load(&[("P1".into(), Vec::new())]).await.unwrap().remove(0).state;
@@ -193,7 +202,7 @@ async fn concurrent_writers_of_one_partner_both_count<S: StateStore>(store: S) {
         today: chrono::NaiveDate,
     ) {
         for e in &events {
-            applier.apply(today, &[received(e)], letters).await.unwrap();
+            applier.apply(today, &[received(e)], letters, &mut Vec::new()).await.unwrap();
         }
     }
     tokio::join!(run(&a, left, &letters, today), run(&b, right, &letters, today));
@@ -201,41 +210,90 @@ async fn concurrent_writers_of_one_partner_both_count<S: StateStore>(store: S) {
     assert_eq!(pcs::engine::evaluate("P1", &state, today, &a.rules).ttm_acr_micros, 100_000_000);
 }
 
+/// An ACR event of partner `P<p>`, its id and customer named after `side`.
+fn partner_line(side: &str, p: usize) -> String {
+    acr(&format!("{side}{p}"), side, 1).replace(r#""partner_id":"P1""#, &format!(r#""partner_id":"P{p}""#))
+}
+
+/// Takes scores as the applier sends them, checking that each is already stored (at its
+/// version or, after another writer, a later one), and counts them per send.
+struct DurableScores<S> {
+    store: S,
+    sends: Vec<usize>,
+}
+
+impl<S: StateStore> ScoreSink for DurableScores<S> {
+    async fn send(&mut self, updates: Vec<ScoreUpdate>) -> Result<(), IngestError> {
+        let ids: Vec<String> = updates.iter().map(|u| u.partner_id.clone()).collect();
+        for (update, stored) in updates.iter().zip(self.store.scores(&ids).await?) {
+            let version = stored.map_or(0, |s| s.version);
+            assert!(
+                version >= update.version,
+                "{} sent at version {} but stored at {version}",
+                update.partner_id,
+                update.version
+            );
+        }
+        self.sends.push(updates.len());
+        Ok(())
+    }
+}
+
 /// Two instances apply, at the same time, batches over the same 4,500 partners (more than
 /// two of the store's chunks, which are read, scored and written as a pipeline): every
-/// partner ends with both events, whichever write lost and was applied again.
+/// partner ends with both events, whichever write lost and was applied again, and its
+/// score is sent once it is stored.
 async fn batches_of_many_chunks_written_concurrently_all_count<S: StateStore>(store: S) {
     const PARTNERS: usize = 4_500;
+    let mut sinks = [
+        DurableScores { store: store.clone(), sends: Vec::new() },
+        DurableScores { store: store.clone(), sends: Vec::new() },
+    ];
     let (a, b) = (applier(store.clone()), applier(store));
     let letters = Letters::default();
     let today = day("2024-07-10");
-    let line = |side: &str, p: usize| {
-        acr(&format!("{side}{p}"), side, 1).replace(r#""partner_id":"P1""#, &format!(r#""partner_id":"P{p}""#))
-    };
-    let left: Vec<RawMessage> = (0..PARTNERS).map(|p| raw(0, p as i64, &line("l", p))).collect();
-    let right: Vec<RawMessage> = (0..PARTNERS).map(|p| raw(1, p as i64, &line("r", p))).collect();
+    let left: Vec<RawMessage> = (0..PARTNERS).map(|p| raw(0, p as i64, &partner_line("l", p))).collect();
+    let right: Vec<RawMessage> = (0..PARTNERS).map(|p| raw(1, p as i64, &partner_line("r", p))).collect();
     let (left_batch, right_batch): (Vec<Received>, Vec<Received>) =
         (left.iter().map(received).collect(), right.iter().map(received).collect());
-    let (l, r) = tokio::join!(a.apply(today, &left_batch, &letters), b.apply(today, &right_batch, &letters));
+    let [left_scores, right_scores] = &mut sinks;
+    let (l, r) = tokio::join!(
+        a.apply(today, &left_batch, &letters, left_scores),
+        b.apply(today, &right_batch, &letters, right_scores)
+    );
     let (l, r) = (l.unwrap(), r.unwrap());
     assert_eq!((l.applied, r.applied), (PARTNERS, PARTNERS));
-    assert_eq!((l.changed.len(), r.changed.len()), (PARTNERS, PARTNERS));
+    for sink in &sinks {
+        assert_eq!(sink.sends.iter().sum::<usize>(), PARTNERS);
+    }
     let ids: Vec<(String, Vec<SourcePartition>)> = (0..PARTNERS).map(|p| (format!("P{p}"), Vec::new())).collect();
     for (id, stored) in ids.iter().zip(a.store.load(&ids).await.unwrap()) {
         let ttm = pcs::engine::evaluate(&id.0, &stored.state, today, &a.rules).ttm_acr_micros;
         assert_eq!(ttm, 2_000_000, "partner {}", id.0);
     }
     // Replayed (a crash before the offset commit): nothing is applied twice.
-    let again = a.apply(today, &left_batch, &letters).await.unwrap();
-    assert_eq!((again.applied, again.replayed.len()), (0, PARTNERS));
+    let mut replayed_scores = Vec::new();
+    let again = a.apply(today, &left_batch, &letters, &mut replayed_scores).await.unwrap();
+    assert_eq!((again.applied, again.replayed.len(), replayed_scores.len()), (0, PARTNERS, 0));
     assert!(letters.0.lock().unwrap().is_empty());
+}
+
+/// A batch's scores are sent chunk by chunk, each chunk's as soon as it is stored: the first
+/// partners of a large batch do not wait for its last.
+async fn scores_are_sent_chunk_by_chunk_once_stored<S: StateStore>(store: S) {
+    let mut scores = DurableScores { store: store.clone(), sends: Vec::new() };
+    let lines: Vec<RawMessage> = (0..4_500).map(|p| raw(0, p as i64, &partner_line("e", p))).collect();
+    let batch: Vec<Received> = lines.iter().map(received).collect();
+    applier(store).apply(day("2024-07-10"), &batch, &Letters::default(), &mut scores).await.unwrap();
+    assert_eq!(scores.sends, vec![2_000, 2_000, 500]);
 }
 
 async fn rollover_reevaluates_due_partners(store: impl StateStore) {
     let applier = applier(store);
     let letters = Letters::default();
     let deployment = r#"{"type":"deployment","event_id":"d","partner_id":"P1","deployment_id":"x","customer_id":"C","solution_area":"DATA_AI","service":"AKS","attribution":"PAL","deployed_on":"2023-07-20"}"#;
-    applier.apply(day("2024-07-10"), &[received(&raw(0, 0, deployment))], &letters).await.unwrap();
+    let event = raw(0, 0, deployment);
+    applier.apply(day("2024-07-10"), &[received(&event)], &letters, &mut Vec::new()).await.unwrap();
     // Nothing is due before the deployment leaves its window on 2024-07-20.
     assert!(applier.roll_over(day("2024-07-19"), 10).await.unwrap().is_empty());
     let changed = applier.roll_over(day("2024-07-20"), 10).await.unwrap();
@@ -261,12 +319,13 @@ async fn history_is_recorded_backfilled_and_kept(store: impl StateStore) {
     let letters = Letters::default();
     let rules = RuleBook::embedded();
     let first = day("2024-07-10");
-    applier.apply(first, &[received(&raw(0, 1, &earned("c1", "u1", "2024-07-01")))], &letters).await.unwrap();
+    let earned_first = raw(0, 1, &earned("c1", "u1", "2024-07-01"));
+    applier.apply(first, &[received(&earned_first)], &letters, &mut Vec::new()).await.unwrap();
     // Learned on 2024-07-12: someone certified back on 2024-05-20, and a June ACR line.
     let late = day("2024-07-12");
     let raws = [raw(0, 2, &earned("c2", "u2", "2024-05-20")), raw(0, 3, &acr("a", "C1", 900))];
     let batch: Vec<Received> = raws.iter().map(received).collect();
-    applier.apply(late, &batch, &letters).await.unwrap();
+    applier.apply(late, &batch, &letters, &mut Vec::new()).await.unwrap();
     let stored = history(&applier).await;
     assert_eq!(stored.history.evaluated_through(), Some(late));
     let mut d = day("2024-05-20");

@@ -139,7 +139,8 @@ async fn one_event_is_traced_end_to_end_and_freshness_is_exported() {
     let apply = child_of(&batch, "pcs.apply");
     child_of(&apply, "pcs.redis.read");
     child_of(&apply, "pcs.redis.write");
-    child_of(&batch, "pcs.publish");
+    // Each chunk's changed scores are published as its writes land, within the apply.
+    child_of(&apply, "pcs.publish");
 
     let rpc = named("pcs.v1.PartnerScoreService/GetScore");
     let rpc = rpc.iter().find(|s| hex(&s.trace_id) == TRACE_ID).unwrap_or_else(|| {

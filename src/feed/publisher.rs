@@ -1,7 +1,7 @@
 //! Publishes changed scores to the compacted scores topic (key: partner id), the durable
 //! insights feed and the source of every instance's WatchScores streams.
 
-use crate::ingest::{IngestError, ScoreUpdate};
+use crate::ingest::{IngestError, ScoreSink, ScoreUpdate};
 use crate::telemetry::{inject_traceparent, metrics};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -29,7 +29,7 @@ impl ScorePublisher {
     /// batch.
     pub fn send(&self, updates: &[ScoreUpdate]) -> Result<Deliveries, IngestError> {
         if updates.is_empty() {
-            return Ok(Deliveries { pending: Vec::new(), oldest_event_ms: Vec::new(), span: tracing::Span::none() });
+            return Ok(Deliveries::default());
         }
         let span = tracing::info_span!(
             "pcs.publish",
@@ -49,36 +49,76 @@ impl ScorePublisher {
                 .headers(inject_traceparent(&span, headers));
             pending.push(self.producer.send_result(record).map_err(|(e, _)| IngestError::Produce(e))?);
         }
-        Ok(Deliveries { pending, oldest_event_ms: updates.iter().filter_map(|u| u.oldest_event_ms).collect(), span })
+        let oldest_event_ms = updates.iter().filter_map(|u| u.oldest_event_ms).collect();
+        Ok(Deliveries { sends: vec![Handed { pending, oldest_event_ms, span }] })
+    }
+
+    /// A sink for the scores of one batch, which hands each chunk's to the producer as the
+    /// applier sends it and keeps their deliveries.
+    pub fn for_batch(&self) -> BatchScores<'_> {
+        BatchScores { publisher: self, deliveries: Deliveries::default() }
     }
 }
 
-/// Scores handed to the producer and not yet acknowledged by the broker.
+/// The scores of one batch handed to the producer so far.
+pub struct BatchScores<'p> {
+    publisher: &'p ScorePublisher,
+    deliveries: Deliveries,
+}
+
+impl BatchScores<'_> {
+    pub fn into_deliveries(self) -> Deliveries {
+        self.deliveries
+    }
+}
+
+impl ScoreSink for BatchScores<'_> {
+    async fn send(&mut self, updates: Vec<ScoreUpdate>) -> Result<(), IngestError> {
+        let sent = self.publisher.send(&updates)?;
+        self.deliveries.sends.extend(sent.sends);
+        Ok(())
+    }
+}
+
+/// Scores handed to the producer and not yet acknowledged by the broker, one entry per
+/// call to `send`.
+#[derive(Default)]
 pub struct Deliveries {
+    sends: Vec<Handed>,
+}
+
+/// The scores of one call to `send`, traced in its span.
+struct Handed {
     pending: Vec<DeliveryFuture>,
     oldest_event_ms: Vec<i64>,
     span: tracing::Span,
 }
 
 impl Deliveries {
+    /// Scores handed over.
+    pub fn count(&self) -> usize {
+        self.sends.iter().map(|s| s.pending.len()).sum()
+    }
+
     /// Waits until the broker has every score; an error for any of them fails the lot.
     pub async fn acknowledged(self) -> Result<(), IngestError> {
-        let Deliveries { pending, oldest_event_ms, span } = self;
-        let count = pending.len() as u64;
-        async {
-            for delivery in pending {
-                crate::kafka::await_delivery(delivery).await.map_err(IngestError::Produce)?;
+        for Handed { pending, oldest_event_ms, span } in self.sends {
+            let count = pending.len() as u64;
+            async {
+                for delivery in pending {
+                    crate::kafka::await_delivery(delivery).await.map_err(IngestError::Produce)?;
+                }
+                Ok::<(), IngestError>(())
             }
-            Ok::<(), IngestError>(())
-        }
-        .instrument(span)
-        .await?;
-        let m = metrics();
-        m.score_changes.add(count, &[]);
-        let now_ms =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        for oldest in oldest_event_ms {
-            m.freshness.record((now_ms - oldest).max(0) as f64 / 1000.0, &[]);
+            .instrument(span)
+            .await?;
+            let m = metrics();
+            m.score_changes.add(count, &[]);
+            let now_ms =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            for oldest in oldest_event_ms {
+                m.freshness.record((now_ms - oldest).max(0) as f64 / 1000.0, &[]);
+            }
         }
         Ok(())
     }

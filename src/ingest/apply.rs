@@ -37,10 +37,23 @@ pub struct ScoreUpdate {
     pub oldest_event_ms: Option<i64>,
 }
 
+/// Where the applier hands the scores that changed, chunk by chunk, each once its write
+/// is durable in the store. `send` returns once the scores are on their way; whoever
+/// commits the batch's offsets waits for them to arrive first.
+pub trait ScoreSink: Send {
+    fn send(&mut self, updates: Vec<ScoreUpdate>) -> impl std::future::Future<Output = Result<(), IngestError>> + Send;
+}
+
+/// Keeps the scores, in the order they were sent (tests and tools read them after the batch).
+impl ScoreSink for Vec<ScoreUpdate> {
+    async fn send(&mut self, updates: Vec<ScoreUpdate>) -> Result<(), IngestError> {
+        self.extend(updates);
+        Ok(())
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct BatchResult {
-    /// Scores that changed, to publish.
-    pub changed: Vec<ScoreUpdate>,
     /// Partners that had events replayed: their stored score may never have been published
     /// (a crash between the store write and the publish), so it is published again.
     pub replayed: Vec<String>,
@@ -106,12 +119,15 @@ impl<S: StateStore> Applier<S> {
 
     /// Applies `events` (already decoded) as of `today`. Events rejected by the partner's
     /// state (a reused id) go to `dead_letters` before anything is written, so a crash
-    /// after the write cannot lose them.
+    /// after the write cannot lose them. Changed scores go to `scores` chunk by chunk as
+    /// their writes land: a batch of tens of thousands of partners takes seconds to apply,
+    /// and its first chunk's scores waited for the last chunk's.
     pub async fn apply(
         &self,
         today: NaiveDate,
         events: &[Received<'_>],
         dead_letters: &impl DeadLetterSink,
+        scores: &mut impl ScoreSink,
     ) -> Result<BatchResult, IngestError> {
         let mut by_partner: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, e) in events.iter().enumerate() {
@@ -119,7 +135,7 @@ impl<S: StateStore> Applier<S> {
         }
         let partners: Vec<PartnerEvents> = by_partner.iter().map(|(p, i)| (*p, i.as_slice())).collect();
         let mut result = BatchResult::default();
-        let mut dead_sent = HashSet::new();
+        let mut rejections = Rejections { sink: dead_letters, sent: HashSet::new() };
         let mut conflicted: Vec<PartnerEvents> = Vec::new();
         // A batch's partners go to the store in chunks, as a pipeline: while the cores score
         // one chunk, Redis writes the one before and reads the one after. The next chunk's
@@ -134,15 +150,15 @@ impl<S: StateStore> Applier<S> {
         while let Some((chunk, load)) = reading.take() {
             let read = joined(load).await?;
             reading = chunks.next().map(|next| (next, self.start_load(self.requests(next, events))));
-            let (plans, task) = self.score_and_write(read, chunk, events, today, &mut dead_sent, dead_letters).await?;
+            let (plans, task) = self.score_and_write(read, chunk, events, today, &mut rejections).await?;
             if let Some(before) = writing.replace(ChunkWrite { partners: chunk, plans, task }) {
-                conflicted.extend(settle(before.partners, before.plans, joined(before.task).await?, &mut result));
+                conflicted.extend(settle(before, &mut result, scores).await?);
             }
         }
         if let Some(last) = writing {
-            conflicted.extend(settle(last.partners, last.plans, joined(last.task).await?, &mut result));
+            conflicted.extend(settle(last, &mut result, scores).await?);
         }
-        self.apply_contended(today, events, conflicted, &mut dead_sent, dead_letters, &mut result).await?;
+        self.apply_contended(today, events, conflicted, &mut rejections, &mut result, scores).await?;
         Ok(result)
     }
 
@@ -153,9 +169,9 @@ impl<S: StateStore> Applier<S> {
         today: NaiveDate,
         events: &[Received<'_>],
         mut pending: Vec<PartnerEvents<'p>>,
-        dead_sent: &mut HashSet<usize>,
-        dead_letters: &impl DeadLetterSink,
+        rejections: &mut Rejections<'_, impl DeadLetterSink>,
         result: &mut BatchResult,
+        scores: &mut impl ScoreSink,
     ) -> Result<(), IngestError> {
         for round in 0..MAX_CONFLICT_ROUNDS {
             if pending.is_empty() {
@@ -163,8 +179,8 @@ impl<S: StateStore> Applier<S> {
             }
             back_off(round).await;
             let read = joined(self.start_load(self.requests(&pending, events))).await?;
-            let (plans, task) = self.score_and_write(read, &pending, events, today, dead_sent, dead_letters).await?;
-            pending = settle(&pending, plans, joined(task).await?, result);
+            let (plans, task) = self.score_and_write(read, &pending, events, today, rejections).await?;
+            pending = settle(ChunkWrite { partners: &pending, plans, task }, result, scores).await?;
         }
         Err(IngestError::Contended(pending.iter().map(|(p, _)| (*p).to_owned()).collect()))
     }
@@ -233,43 +249,16 @@ impl<S: StateStore> Applier<S> {
         partners: &[PartnerEvents<'_>],
         events: &[Received<'_>],
         today: NaiveDate,
-        dead_sent: &mut HashSet<usize>,
-        dead_letters: &impl DeadLetterSink,
+        rejections: &mut Rejections<'_, impl DeadLetterSink>,
     ) -> Result<(Vec<Plan>, WriteTask), IngestError> {
         let work: Vec<_> = requests.iter().zip(stored).zip(partners).collect();
         let mut plans = parallel::map(work, |(((partner, sources), stored), (_, indexes))| {
             self.plan(partner, sources, stored, indexes, events, today)
         });
-        self.dead_letter_rejected(&plans, events, dead_sent, dead_letters).await?;
+        rejections.send_new(&plans, events).await?;
         // Moved out, not copied: a write holds the partner's whole encoded state.
         let writes: Vec<PartnerWrite> = plans.iter_mut().filter_map(|p| p.write.take()).collect();
         Ok((plans, self.start_write(writes)))
-    }
-
-    /// Sends the events the partners' state refused (a reused id) to the dead-letter topic,
-    /// each once, before anything of theirs is written: a crash after the write cannot
-    /// lose them.
-    async fn dead_letter_rejected(
-        &self,
-        plans: &[Plan],
-        events: &[Received<'_>],
-        dead_sent: &mut HashSet<usize>,
-        dead_letters: &impl DeadLetterSink,
-    ) -> Result<(), IngestError> {
-        let fresh: Vec<(usize, String)> = plans
-            .iter()
-            .flat_map(|p| &p.rejected)
-            .filter(|(i, _)| dead_sent.insert(*i))
-            .map(|(i, reason)| (*i, reason.to_string()))
-            .collect();
-        if fresh.is_empty() {
-            return Ok(());
-        }
-        for (i, _) in &fresh {
-            let kind = crate::events::Fact::KINDS[events[*i].event.fact.kind()];
-            crate::telemetry::metrics().rejected(1, "reused_id", kind);
-        }
-        dead_letters.send(fresh.into_iter().map(|(i, reason)| DeadLetter::of(events[i].raw, reason)).collect()).await
     }
 
     fn plan(
@@ -495,6 +484,36 @@ impl<S: StateStore> Applier<S> {
     }
 }
 
+/// The batch's dead-letter sink, and the events already sent to it: an event its partner's
+/// state refuses again in a later round (the partner lost its write to another writer) is
+/// sent once.
+struct Rejections<'d, D> {
+    sink: &'d D,
+    sent: HashSet<usize>,
+}
+
+impl<D: DeadLetterSink> Rejections<'_, D> {
+    /// Sends the events the partners' state refused (a reused id) to the dead-letter topic,
+    /// each once, before anything of theirs is written: a crash after the write cannot
+    /// lose them.
+    async fn send_new(&mut self, plans: &[Plan], events: &[Received<'_>]) -> Result<(), IngestError> {
+        let fresh: Vec<(usize, String)> = plans
+            .iter()
+            .flat_map(|p| &p.rejected)
+            .filter(|(i, _)| self.sent.insert(*i))
+            .map(|(i, reason)| (*i, reason.to_string()))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        for (i, _) in &fresh {
+            let kind = crate::events::Fact::KINDS[events[*i].event.fact.kind()];
+            crate::telemetry::metrics().rejected(1, "reused_id", kind);
+        }
+        self.sink.send(fresh.into_iter().map(|(i, reason)| DeadLetter::of(events[i].raw, reason)).collect()).await
+    }
+}
+
 /// A store round trip under way on a task of its own: what was sent comes back with the
 /// answer.
 type StoreTask<T, Sent> = tokio::task::JoinHandle<(Sent, Result<T, StoreError>)>;
@@ -510,17 +529,18 @@ async fn joined<T, Sent>(task: StoreTask<T, Sent>) -> Result<(Sent, T), IngestEr
     }
 }
 
-/// Counts what the written partners applied and collects their changed scores; returns the
-/// partners another writer got to first, to be applied again. The writes are in the order
-/// of the plans, one per partner that had something to write.
-fn settle<'p>(
-    partners: &[PartnerEvents<'p>],
-    plans: Vec<Plan>,
-    (writes, outcomes): (Vec<PartnerWrite>, Vec<WriteOutcome>),
+/// Waits for a chunk's writes, counts what the written partners applied and sends their
+/// changed scores; returns the partners another writer got to first, to be applied again.
+/// The writes are in the order of the plans, one per partner that had something to write.
+async fn settle<'p>(
+    ChunkWrite { partners, plans, task }: ChunkWrite<'p, '_>,
     result: &mut BatchResult,
-) -> Vec<PartnerEvents<'p>> {
+    scores: &mut impl ScoreSink,
+) -> Result<Vec<PartnerEvents<'p>>, IngestError> {
+    let (writes, outcomes) = joined(task).await?;
     let mut outcomes = writes.into_iter().zip(outcomes).peekable();
     let mut conflicted = Vec::new();
+    let mut changed = Vec::new();
     for (plan, partner) in plans.into_iter().zip(partners) {
         if plan.replayed {
             result.replayed.push(partner.0.to_owned());
@@ -535,7 +555,7 @@ fn settle<'p>(
                     *total += n;
                 }
                 if let Some(score) = plan.changed {
-                    result.changed.push(ScoreUpdate {
+                    changed.push(ScoreUpdate {
                         partner_id: write.partner_id,
                         score,
                         version,
@@ -546,7 +566,10 @@ fn settle<'p>(
             WriteOutcome::Conflict => conflicted.push(*partner),
         }
     }
-    conflicted
+    if !changed.is_empty() {
+        scores.send(changed).await?;
+    }
+    Ok(conflicted)
 }
 
 /// A growing, jittered pause after losing a partner to another writer, so two writers

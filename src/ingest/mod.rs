@@ -20,7 +20,7 @@ mod dlq;
 mod parallel;
 mod received;
 
-pub use apply::{Applier, BatchResult, ScoreUpdate};
+pub use apply::{Applier, BatchResult, ScoreSink, ScoreUpdate};
 pub use dlq::{DeadLetterSink, DeadLetterTopic, MAX_DEAD_LETTER_PAYLOAD};
 pub use received::{CONTENT_TYPE, DeadLetter, MAX_EVENT_BYTES, PROTOBUF, RawMessage, Received, decode, raw_message};
 
@@ -349,16 +349,16 @@ impl<S: StateStore> Ingest<S> {
         // little. Both finish before the offsets are committed (the caller commits after this
         // returns), so a crash in between replays the batch; nothing is lost.
         let dead_lettered = async { if letters.is_empty() { Ok(()) } else { self.dead_letters.send(letters).await } };
-        let applied = self.applier.apply(today, &events, &self.dead_letters).instrument(tracing::info_span!(
-            "pcs.apply",
-            events = events.len(),
-            applied = tracing::field::Empty
-        ));
+        let mut scores = self.publisher.for_batch();
+        let applied = self
+            .applier
+            .apply(today, &events, &self.dead_letters, &mut scores)
+            .instrument(tracing::info_span!("pcs.apply", events = events.len(), applied = tracing::field::Empty));
         let (dead_lettered, applied) = tokio::join!(dead_lettered, applied);
         dead_lettered?;
         let result = applied?;
         m.apply_duration.record(started.elapsed().as_secs_f64(), &[]);
-        let deliveries = self.publisher.send(&result.changed)?;
+        let deliveries = scores.into_deliveries();
         if !result.replayed.is_empty() {
             self.republish(&result.replayed).await?;
         }
@@ -370,7 +370,7 @@ impl<S: StateStore> Ingest<S> {
         m.rejected(rejected_at_decode as u64, "decode", "unknown");
         self.status.events_applied.fetch_add(result.applied as u64, Ordering::Relaxed);
         self.status.events_rejected.fetch_add(rejected_at_decode as u64, Ordering::Relaxed);
-        tracing::debug!(events = batch.len(), applied = result.applied, changed = result.changed.len(), "batch done");
+        tracing::debug!(events = batch.len(), applied = result.applied, changed = deliveries.count(), "batch done");
         Ok(deliveries)
     }
 
