@@ -216,10 +216,10 @@ fn partner_line(side: &str, p: usize) -> String {
 }
 
 /// Takes scores as the applier sends them, checking that each is already stored (at its
-/// version or, after another writer, a later one), and counts them per send.
+/// version or, after another writer, a later one), and keeps the partner ids of each send.
 struct DurableScores<S> {
     store: S,
-    sends: Vec<usize>,
+    sends: Vec<Vec<String>>,
 }
 
 impl<S: StateStore> ScoreSink for DurableScores<S> {
@@ -234,7 +234,7 @@ impl<S: StateStore> ScoreSink for DurableScores<S> {
                 update.version
             );
         }
-        self.sends.push(updates.len());
+        self.sends.push(ids);
         Ok(())
     }
 }
@@ -264,7 +264,7 @@ async fn batches_of_many_chunks_written_concurrently_all_count<S: StateStore>(st
     let (l, r) = (l.unwrap(), r.unwrap());
     assert_eq!((l.applied, r.applied), (PARTNERS, PARTNERS));
     for sink in &sinks {
-        assert_eq!(sink.sends.iter().sum::<usize>(), PARTNERS);
+        assert_eq!(sink.sends.iter().map(Vec::len).sum::<usize>(), PARTNERS);
     }
     let ids: Vec<(String, Vec<SourcePartition>)> = (0..PARTNERS).map(|p| (format!("P{p}"), Vec::new())).collect();
     for (id, stored) in ids.iter().zip(a.store.load(&ids).await.unwrap()) {
@@ -278,14 +278,20 @@ async fn batches_of_many_chunks_written_concurrently_all_count<S: StateStore>(st
     assert!(letters.0.lock().unwrap().is_empty());
 }
 
-/// A batch's scores are sent chunk by chunk, each chunk's as soon as it is stored: the first
-/// partners of a large batch do not wait for its last.
+/// A batch's scores are sent chunk by chunk, each chunk's as soon as it is stored, and the
+/// partners whose events came first go first: the first events of a large batch do not wait
+/// for its last.
 async fn scores_are_sent_chunk_by_chunk_once_stored<S: StateStore>(store: S) {
     let mut scores = DurableScores { store: store.clone(), sends: Vec::new() };
-    let lines: Vec<RawMessage> = (0..4_500).map(|p| raw(0, p as i64, &partner_line("e", p))).collect();
+    // Arriving against the order of their ids: P4499 first, P0 last.
+    let arrivals: Vec<usize> = (0..4_500).rev().collect();
+    let lines: Vec<RawMessage> =
+        arrivals.iter().enumerate().map(|(offset, p)| raw(0, offset as i64, &partner_line("e", *p))).collect();
     let batch: Vec<Received> = lines.iter().map(received).collect();
     applier(store).apply(day("2024-07-10"), &batch, &Letters::default(), &mut scores).await.unwrap();
-    assert_eq!(scores.sends, vec![2_000, 2_000, 500]);
+    assert_eq!(scores.sends.iter().map(Vec::len).collect::<Vec<_>>(), vec![2_000, 2_000, 500]);
+    let first_arrivals: Vec<String> = arrivals[..2_000].iter().map(|p| format!("P{p}")).collect();
+    assert_eq!(scores.sends[0], first_arrivals);
 }
 
 async fn rollover_reevaluates_due_partners(store: impl StateStore) {

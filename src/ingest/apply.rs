@@ -15,7 +15,7 @@ use crate::rules::RuleBook;
 use crate::store::{PartnerWrite, SourcePartition, StateStore, StoreError, StoredPartner, WriteOutcome};
 use chrono::{Days, NaiveDate};
 use prost::Message;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// After a partner's first write, a concurrent writer can win it this many more times in a
@@ -129,9 +129,19 @@ impl<S: StateStore> Applier<S> {
         dead_letters: &impl DeadLetterSink,
         scores: &mut impl ScoreSink,
     ) -> Result<BatchResult, IngestError> {
-        let mut by_partner: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        // Partners in the order their first event arrived: under a backlog a batch takes
+        // seconds to apply, chunk by chunk, and each chunk's scores are published as it lands,
+        // so the events that have waited longest go first. In partner id order, an event
+        // from the start of a batch waited for the whole batch as often as not.
+        let mut position: HashMap<&str, usize> = HashMap::with_capacity(events.len());
+        let mut by_partner: Vec<(&str, Vec<usize>)> = Vec::new();
         for (i, e) in events.iter().enumerate() {
-            by_partner.entry(e.event.partner_id.as_str()).or_default().push(i);
+            let id = e.event.partner_id.as_str();
+            let at = *position.entry(id).or_insert_with(|| {
+                by_partner.push((id, Vec::new()));
+                by_partner.len() - 1
+            });
+            by_partner[at].1.push(i);
         }
         let partners: Vec<PartnerEvents> = by_partner.iter().map(|(p, i)| (*p, i.as_slice())).collect();
         let mut result = BatchResult::default();
