@@ -10,7 +10,8 @@ use std::time::Duration;
 
 /// The default of `--batch-max-events`. A catch-up batch reads, scores, rewrites and
 /// publishes each partner it touches once, so the larger it is, the more of a partner's
-/// events share that work; but under overload each score waits for its whole batch.
+/// events share that work; but under overload each event waits for the batch before its
+/// own (scores are published chunk by chunk, offsets committed per batch).
 /// Measured with 400k events over 20k partners, 50k events per batch ingested 1.55× faster
 /// than 20k (35 % fewer partner commits). With 1M events, 200k ingested 11 % faster than
 /// 50k (28.3 against 31.9 s) but raised freshness p99 at 20k new partners a second from 17

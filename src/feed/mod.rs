@@ -3,5 +3,5 @@
 mod publisher;
 mod watch;
 
-pub use publisher::{Deliveries, ScorePublisher, VERSION_HEADER};
+pub use publisher::{BatchScores, Deliveries, ScorePublisher, VERSION_HEADER};
 pub use watch::{Cursor, WatchHub, WatchItem};

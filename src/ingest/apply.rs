@@ -44,7 +44,7 @@ pub trait ScoreSink: Send {
     fn send(&mut self, updates: Vec<ScoreUpdate>) -> impl std::future::Future<Output = Result<(), IngestError>> + Send;
 }
 
-/// Keeps the scores, in the order they were sent (tests and tools read them after the batch).
+/// Keeps the scores, in the order they were sent (tests read them after the batch).
 impl ScoreSink for Vec<ScoreUpdate> {
     async fn send(&mut self, updates: Vec<ScoreUpdate>) -> Result<(), IngestError> {
         self.extend(updates);
@@ -55,7 +55,9 @@ impl ScoreSink for Vec<ScoreUpdate> {
 #[derive(Debug, Default)]
 pub struct BatchResult {
     /// Partners that had events replayed: their stored score may never have been published
-    /// (a crash between the store write and the publish), so it is published again.
+    /// (a crash between the store write and the publish, or a batch that failed after this
+    /// partner's chunk was handed to the producer but before the broker acknowledged it),
+    /// so it is published again.
     pub replayed: Vec<String>,
     /// Events merged as new facts.
     pub applied: usize,
@@ -133,17 +135,12 @@ impl<S: StateStore> Applier<S> {
         // seconds to apply, chunk by chunk, and each chunk's scores are published as it lands,
         // so the events that have waited longest go first. In partner id order, an event
         // from the start of a batch waited for the whole batch as often as not.
-        let mut position: HashMap<&str, usize> = HashMap::with_capacity(events.len());
-        let mut by_partner: Vec<(&str, Vec<usize>)> = Vec::new();
+        let mut by_partner: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, e) in events.iter().enumerate() {
-            let id = e.event.partner_id.as_str();
-            let at = *position.entry(id).or_insert_with(|| {
-                by_partner.push((id, Vec::new()));
-                by_partner.len() - 1
-            });
-            by_partner[at].1.push(i);
+            by_partner.entry(e.event.partner_id.as_str()).or_default().push(i);
         }
-        let partners: Vec<PartnerEvents> = by_partner.iter().map(|(p, i)| (*p, i.as_slice())).collect();
+        let mut partners: Vec<PartnerEvents> = by_partner.iter().map(|(p, i)| (*p, i.as_slice())).collect();
+        partners.sort_unstable_by_key(|(_, indexes)| indexes[0]);
         let mut result = BatchResult::default();
         let mut rejections = Rejections { sink: dead_letters, sent: HashSet::new() };
         let mut conflicted: Vec<PartnerEvents> = Vec::new();

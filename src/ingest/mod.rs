@@ -1,9 +1,9 @@
 //! The consumer loop: Kafka events in, durable partner state out, offsets committed last.
 //!
 //! A cycle: collect a bounded batch (size and time), decode it (bad messages become dead
-//! letters), apply it to the store (see `apply`), hand the scores that changed to the
-//! producer, then commit the consumed offsets once the broker has acknowledged those
-//! scores. The acknowledgements of one batch are awaited while the next batch is collected
+//! letters), apply it to the store (see `apply`), which hands each chunk's changed scores
+//! to the producer as the chunk's writes land, then commit the consumed offsets once the
+//! broker has acknowledged all of the batch's scores. The acknowledgements of one batch are awaited while the next batch is collected
 //! and applied, so the broker's round trip does not add to every cycle; offsets are still
 //! committed in batch order, and only after both the store write and the scores are
 //! durable. The store records per partner the highest offset applied, so a crash anywhere
@@ -353,11 +353,12 @@ impl<S: StateStore> Ingest<S> {
         let applied = self
             .applier
             .apply(today, &events, &self.dead_letters, &mut scores)
-            .instrument(tracing::info_span!("pcs.apply", events = events.len(), applied = tracing::field::Empty));
+            .instrument(tracing::info_span!("pcs.apply", events = events.len()));
         let (dead_lettered, applied) = tokio::join!(dead_lettered, applied);
         dead_lettered?;
         let result = applied?;
         m.apply_duration.record(started.elapsed().as_secs_f64(), &[]);
+        let changed = scores.handed();
         let deliveries = scores.into_deliveries();
         if !result.replayed.is_empty() {
             self.republish(&result.replayed).await?;
@@ -370,7 +371,7 @@ impl<S: StateStore> Ingest<S> {
         m.rejected(rejected_at_decode as u64, "decode", "unknown");
         self.status.events_applied.fetch_add(result.applied as u64, Ordering::Relaxed);
         self.status.events_rejected.fetch_add(rejected_at_decode as u64, Ordering::Relaxed);
-        tracing::debug!(events = batch.len(), applied = result.applied, changed = deliveries.count(), "batch done");
+        tracing::debug!(events = batch.len(), applied = result.applied, changed, "batch done");
         Ok(deliveries)
     }
 

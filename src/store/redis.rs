@@ -18,11 +18,12 @@ const COMMIT: &str = include_str!("commit.lua");
 /// Partners named by one index ZADD: a few tens of KB per command, so Redis is never held
 /// by one command for long.
 const INDEX_CHUNK: usize = 1000;
-/// Commands of one batch a cluster connection has outstanding at once. The cluster client
-/// starts a command's response timeout when the command is handed over, so a whole batch
-/// handed over at once (thousands of commands, several batches at a time) would spend that
-/// timeout queued behind itself in the client, and time out on a busy host though every
-/// node answers promptly. A few hundred keep every node busy all the same.
+/// Commands of one call a cluster connection has outstanding at once (each concurrent call
+/// has its own window). The cluster client starts a command's response timeout when the
+/// command is handed over, so a whole batch handed over at once (thousands of commands,
+/// several batches at a time) would spend that timeout queued behind itself in the client,
+/// and time out on a busy host though every node answers promptly. A few hundred keep every
+/// node busy all the same.
 const CLUSTER_COMMANDS_IN_FLIGHT: usize = 256;
 
 /// Moves a due entry: an entry already due (on or before ARGV[1]) is replaced by ARGV[2] (or
@@ -86,13 +87,19 @@ impl Connection {
             }
             Connection::Cluster { client, connection } => {
                 let connection = Self::cluster(client, connection).await?;
-                futures_util::stream::iter(commands.into_iter().map(|command| {
+                let count = commands.len();
+                // Unordered, so that one slow command (a redirect, a node reconnecting) does
+                // not hold the window shut while the commands after it have answered.
+                let mut answers = futures_util::stream::iter(commands.into_iter().enumerate().map(|(i, command)| {
                     let mut connection = connection.clone();
-                    async move { command.query_async::<Value>(&mut connection).await }
+                    async move { command.query_async::<Value>(&mut connection).await.map(|value| (i, value)) }
                 }))
-                .buffered(CLUSTER_COMMANDS_IN_FLIGHT)
-                .try_collect()
-                .await
+                .buffer_unordered(CLUSTER_COMMANDS_IN_FLIGHT);
+                let mut replies = vec![Value::Nil; count];
+                while let Some((i, value)) = answers.try_next().await? {
+                    replies[i] = value;
+                }
+                Ok(replies)
             }
         }
     }
@@ -201,6 +208,48 @@ impl RedisStore {
         self.connection.query(&cmd).await.map_err(unavailable)
     }
 
+    /// The index updates of `writes`. One ZADD names many partners: a command per partner
+    /// per index cost Redis and the client more than the partner writes themselves.
+    fn index_commands(&self, writes: &[PartnerWrite]) -> Vec<Cmd> {
+        let mut commands = Vec::with_capacity(2 * writes.len().div_ceil(INDEX_CHUNK));
+        for chunk in writes.chunks(INDEX_CHUNK) {
+            let mut listed = redis::cmd("ZADD");
+            listed.arg(self.partners_key()).arg("NX");
+            for w in chunk {
+                listed.arg(0).arg(&w.partner_id);
+            }
+            commands.push(listed);
+            let mut due = redis::cmd("ZADD");
+            due.arg(self.due_key()).arg("LT");
+            let mut any = false;
+            for w in chunk {
+                if let Some(next) = w.next_change {
+                    due.arg(day_number(next)).arg(&w.partner_id);
+                    any = true;
+                }
+            }
+            if any {
+                commands.push(due);
+            }
+        }
+        commands
+    }
+
+    /// The conditional commit of one partner's write (see `commit.lua`).
+    fn commit_command(&self, w: &PartnerWrite) -> Cmd {
+        let mut commit = self.script_call(&self.commit, COMMIT, self.partner_key(&w.partner_id));
+        commit
+            .arg(w.expected_version)
+            .arg(&w.state)
+            .arg(&w.score)
+            .arg(w.score_fingerprint.to_string())
+            .arg(w.history.as_deref().unwrap_or_default());
+        for (source, offset) in &w.offsets {
+            commit.arg(Self::offset_field(source)).arg(*offset);
+        }
+        commit
+    }
+
     /// Runs commands that may call scripts by hash, loading the scripts first if Redis lost
     /// them (after a restart or SCRIPT FLUSH). Every such command is safe to repeat.
     async fn run_with_scripts(&self, commands: impl Fn() -> Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
@@ -275,50 +324,15 @@ impl StateStore for RedisStore {
     }
 
     async fn write(&self, writes: &[PartnerWrite]) -> Result<Vec<WriteOutcome>, StoreError> {
-        let commands = || {
-            let mut commands = Vec::with_capacity(writes.len() + 2 * writes.len().div_ceil(INDEX_CHUNK));
-            // The indexes go first: if a partner write then fails, an index names a partner
-            // too early (harmless: listing skips it, a rollover re-evaluates it), never too
-            // late. One ZADD names many partners: a command per partner per index cost Redis
-            // and the client more than the partner writes themselves.
-            for chunk in writes.chunks(INDEX_CHUNK) {
-                let mut listed = redis::cmd("ZADD");
-                listed.arg(self.partners_key()).arg("NX");
-                for w in chunk {
-                    listed.arg(0).arg(&w.partner_id);
-                }
-                commands.push(listed);
-                let mut due = redis::cmd("ZADD");
-                due.arg(self.due_key()).arg("LT");
-                let mut any = false;
-                for w in chunk {
-                    if let Some(next) = w.next_change {
-                        due.arg(day_number(next)).arg(&w.partner_id);
-                        any = true;
-                    }
-                }
-                if any {
-                    commands.push(due);
-                }
-            }
-            for w in writes {
-                let mut commit = self.script_call(&self.commit, COMMIT, self.partner_key(&w.partner_id));
-                commit
-                    .arg(w.expected_version)
-                    .arg(&w.state)
-                    .arg(&w.score)
-                    .arg(w.score_fingerprint.to_string())
-                    .arg(w.history.as_deref().unwrap_or_default());
-                for (source, offset) in &w.offsets {
-                    commit.arg(Self::offset_field(source)).arg(*offset);
-                }
-                commands.push(commit);
-            }
-            commands
-        };
-        let results = self.run_with_scripts(commands).await?;
-        // The commits are the last commands, one per write.
-        let commits = results.get(results.len().saturating_sub(writes.len())..).unwrap_or_default();
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The indexes go first, in a round trip of their own: if a partner write then fails,
+        // an index names a partner too early (harmless: listing skips it, a rollover
+        // re-evaluates it), never too late. On a cluster the index keys live on other nodes
+        // than the partners', so commands sent together would run there in any order.
+        self.connection.run(self.index_commands(writes)).await.map_err(unavailable)?;
+        let commits = self.run_with_scripts(|| writes.iter().map(|w| self.commit_command(w)).collect()).await?;
         if commits.len() != writes.len() {
             return Err(StoreError::Protocol(format!("{} results for {} writes", commits.len(), writes.len())));
         }

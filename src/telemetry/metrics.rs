@@ -52,7 +52,7 @@ pub fn metrics() -> &'static Metrics {
                 .with_description("events sent to the dead-letter topic")
                 .build(),
             batch_size: meter.u64_histogram("pcs.batch.size").with_description("messages per consumed batch").build(),
-            apply_duration: seconds("pcs.apply.duration", "time to apply a batch"),
+            apply_duration: seconds("pcs.apply.duration", "time to apply a batch, its scores handed to the producer"),
             redis_duration: seconds("pcs.redis.duration", "time per Redis round trip"),
             freshness: seconds("pcs.score.freshness", "Kafka timestamp of an event to its score being published"),
             consumer_lag: meter
