@@ -218,6 +218,20 @@ fn partner_line(side: &str, p: usize) -> String {
     acr(&format!("{side}{p}"), side, 1).replace(r#""partner_id":"P1""#, &format!(r#""partner_id":"P{p}""#))
 }
 
+/// Checks that each of partners `P0`..`P<partners - 1>` holds `ttm_acr_micros` of ACR.
+async fn assert_every_partner_holds<S: StateStore>(
+    applier: &Applier<S>,
+    partners: usize,
+    today: chrono::NaiveDate,
+    ttm_acr_micros: i128,
+) {
+    let ids: Vec<(String, Vec<SourcePartition>)> = (0..partners).map(|p| (format!("P{p}"), Vec::new())).collect();
+    for (id, stored) in ids.iter().zip(applier.store.load(&ids).await.unwrap()) {
+        let ttm = pcs::engine::evaluate(&id.0, &stored.state, today, &applier.rules).ttm_acr_micros;
+        assert_eq!(ttm, ttm_acr_micros, "partner {}", id.0);
+    }
+}
+
 /// Takes scores as the applier sends them, checking that each is already stored (at its
 /// version or, after another writer, a later one), and keeps the partner ids of each send.
 struct DurableScores<S> {
@@ -269,11 +283,7 @@ async fn batches_of_many_chunks_written_concurrently_all_count<S: StateStore>(st
     for sink in &sinks {
         assert_eq!(sink.sends.iter().map(Vec::len).sum::<usize>(), PARTNERS);
     }
-    let ids: Vec<(String, Vec<SourcePartition>)> = (0..PARTNERS).map(|p| (format!("P{p}"), Vec::new())).collect();
-    for (id, stored) in ids.iter().zip(a.store.load(&ids).await.unwrap()) {
-        let ttm = pcs::engine::evaluate(&id.0, &stored.state, today, &a.rules).ttm_acr_micros;
-        assert_eq!(ttm, 2_000_000, "partner {}", id.0);
-    }
+    assert_every_partner_holds(&a, PARTNERS, today, 2_000_000).await;
     // Replayed (a crash before the offset commit): nothing is applied twice.
     let mut replayed_scores = Vec::new();
     let again = a.apply(today, &left_batch, &letters, &mut replayed_scores).await.unwrap();
@@ -326,11 +336,7 @@ async fn a_batch_failing_midway_counts_each_event_once<S: StateStore>(store: S) 
     assert!(retried.replayed.len() >= 4_000, "{} replayed", retried.replayed.len());
     assert_eq!(retried.applied + retried.replayed.len(), PARTNERS);
     assert_eq!(scores.len(), retried.applied);
-    let ids: Vec<(String, Vec<SourcePartition>)> = (0..PARTNERS).map(|p| (format!("P{p}"), Vec::new())).collect();
-    for (id, stored) in ids.iter().zip(applier.store.load(&ids).await.unwrap()) {
-        let ttm = pcs::engine::evaluate(&id.0, &stored.state, today, &applier.rules).ttm_acr_micros;
-        assert_eq!(ttm, 1_000_000, "partner {}", id.0);
-    }
+    assert_every_partner_holds(&applier, PARTNERS, today, 1_000_000).await;
 }
 
 async fn rollover_reevaluates_due_partners(store: impl StateStore) {

@@ -212,15 +212,9 @@ impl<S: StateStore> Applier<S> {
         let store = self.store.clone();
         let span = tracing::info_span!("pcs.redis.read", db.system.name = "redis", db.operation.name = "HMGET");
         tokio::spawn(async move {
-            let stored = timed(span, "HMGET", store.load(&requests)).await.and_then(|stored| {
-                // Scored in step with the requests: a missing answer would skip a partner's
-                // events while their offsets are committed.
-                if stored.len() == requests.len() {
-                    Ok(stored)
-                } else {
-                    Err(StoreError::Protocol(format!("{} partners read for {} asked", stored.len(), requests.len())))
-                }
-            });
+            // Scored in step with the requests: a missing answer would skip a partner's events
+            // while their offsets are committed.
+            let stored = timed(span, "HMGET", store.load(&requests)).await.and_then(|s| in_full(s, &requests, "read"));
             (requests, stored)
         })
     }
@@ -235,13 +229,7 @@ impl<S: StateStore> Applier<S> {
             let outcomes = if writes.is_empty() {
                 Ok(Vec::new())
             } else {
-                timed(span, "EVALSHA", store.write(&writes)).await.and_then(|outcomes| {
-                    if outcomes.len() == writes.len() {
-                        Ok(outcomes)
-                    } else {
-                        Err(StoreError::Protocol(format!("{} outcomes for {} writes", outcomes.len(), writes.len())))
-                    }
-                })
+                timed(span, "EVALSHA", store.write(&writes)).await.and_then(|o| in_full(o, &writes, "written"))
             };
             (writes, outcomes)
         })
@@ -526,6 +514,15 @@ impl<D: DeadLetterSink> Rejections<'_, D> {
 type StoreTask<T, Sent> = tokio::task::JoinHandle<(Sent, Result<T, StoreError>)>;
 type LoadTask = StoreTask<Vec<StoredPartner>, Vec<(String, Vec<SourcePartition>)>>;
 type WriteTask = StoreTask<Vec<WriteOutcome>, Vec<PartnerWrite>>;
+
+/// The store's answers, if there is one for each of the `asked`; otherwise a protocol error.
+fn in_full<T, A>(answers: Vec<T>, asked: &[A], what: &str) -> Result<Vec<T>, StoreError> {
+    if answers.len() == asked.len() {
+        Ok(answers)
+    } else {
+        Err(StoreError::Protocol(format!("{} partners {what} for {} asked", answers.len(), asked.len())))
+    }
+}
 
 /// Waits for a store round trip started with `start_load` or `start_write`.
 async fn joined<T, Sent>(task: StoreTask<T, Sent>) -> Result<(Sent, T), IngestError> {

@@ -3,12 +3,12 @@
 //! A cycle: collect a bounded batch (size and time), decode it (bad messages become dead
 //! letters), apply it to the store (see `apply`), which hands each chunk's changed scores
 //! to the producer as the chunk's writes land, then commit the consumed offsets once the
-//! broker has acknowledged all of the batch's scores. The acknowledgements of one batch are awaited while the next batch is collected
-//! and applied, so the broker's round trip does not add to every cycle; offsets are still
-//! committed in batch order, and only after both the store write and the scores are
-//! durable. The store records per partner the highest offset applied, so a crash anywhere
-//! in the cycle leads to a replay that changes nothing twice (and publishes the stored
-//! scores again).
+//! broker has acknowledged all of the batch's scores. The acknowledgements of one batch are
+//! awaited while the next batch is collected and applied, so the broker's round trip does
+//! not add to every cycle; offsets are still committed in batch order, and only after both
+//! the store write and the scores are durable. The store records per partner the highest
+//! offset applied, so a crash anywhere in the cycle leads to a replay that changes nothing
+//! twice (and publishes the stored scores again).
 //!
 //! Rebalances run inside the consumer's poll, which happens only while a batch is being
 //! collected. Messages collected from a partition that is revoked meanwhile are dropped
