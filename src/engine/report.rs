@@ -20,42 +20,6 @@ pub struct PartnerScore {
     pub designations: Vec<DesignationScore>,
 }
 
-impl PartnerScore {
-    /// A digest of everything but the dates that move with `as_of` itself (`as_of`, the
-    /// deployment window's start): equal fingerprints mean no point, value or explanation
-    /// changed, so a day passing alone is not reported as a change.
-    pub fn fingerprint(&self) -> u64 {
-        // Serialised piece by piece into one buffer, then hashed once: every scored partner is
-        // fingerprinted. A copy of the report with its dates blanked cost 8 % of the
-        // pipeline's time; streaming each piece into the hasher (a call per varint byte)
-        // still cost 6 % under a stream of new partners. The destructuring lists every
-        // field, so a new one cannot be left out of the digest unnoticed.
-        let mut bytes = Vec::with_capacity(4096);
-        let PartnerScore { partner_id, as_of: _, path, ttm_acr_micros, path_explanation, designations } = self;
-        feed(&mut bytes, &(partner_id, path, ttm_acr_micros, path_explanation, designations.len()));
-        for DesignationScore { designation, total, qualified, subcategories, shortfall } in designations {
-            feed(&mut bytes, &(designation, total, qualified, shortfall, subcategories.len()));
-            for SubcategoryScore { name, points, max, value, explanation } in subcategories {
-                feed(&mut bytes, &(name, points, max, value));
-                match explanation {
-                    Explanation::Deployments { window_after: _, counted } => {
-                        feed(&mut bytes, &("deployments", counted))
-                    }
-                    other => feed(&mut bytes, other),
-                }
-            }
-        }
-        xxhash_rust::xxh3::xxh3_64(&bytes)
-    }
-}
-
-/// Appends `value`'s postcard form to `bytes`.
-fn feed(bytes: &mut Vec<u8>, value: &impl Serialize) {
-    postcard::to_extend(value, std::mem::take(bytes))
-        .map(|extended| *bytes = extended)
-        .expect("a report always serialises");
-}
-
 /// The figures the path was decided on (spec §4).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PathExplanation {

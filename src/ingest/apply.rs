@@ -339,11 +339,17 @@ impl<S: StateStore> Applier<S> {
         let mut message = proto::PartnerScore::from(&score);
         message.qualification_windows = proto::qualification_windows(&history, today);
         message.forecast = Some(proto::ScoreForecast::of(partner_id, &forecast, &warnings));
+        // Encoded once, whole, and the stored form and the score's digest taken from those
+        // bytes: nearly every assessed score has changed and is published whole, and a
+        // second encoding cost as much as the first.
+        let whole = message.encode_to_vec();
+        let well_formed = "prost's own encoding of a score is well-formed";
+        let stored = proto::without_shortfalls(&whole).expect(well_formed);
         // What makes a change worth publishing: the score itself, a warning appearing or
         // going, a window gaining or losing its qualification. Projected totals and days
         // left move daily and are read, not pushed.
         let mut digest = xxhash_rust::xxh3::Xxh3::new();
-        digest.update(&score.fingerprint().to_le_bytes());
+        digest.update(&proto::score_digest(&whole).expect(well_formed).to_le_bytes());
         for w in &warnings {
             digest.update(w.designation.as_bytes());
             digest.update(&[u8::from(w.loses_qualification), 0xff]);
@@ -361,11 +367,6 @@ impl<S: StateStore> Applier<S> {
             .flatten()
             .min();
         let fingerprint = digest.digest();
-        // Encoded once, whole, and the stored form cut out of those bytes: nearly every
-        // assessed score has changed and is published whole, and a second encoding cost
-        // as much as the first.
-        let whole = message.encode_to_vec();
-        let stored = proto::without_shortfalls(&whole).expect("prost's own encoding of a score is well-formed");
         Assessed {
             stored,
             changed: (previous_fingerprint != Some(fingerprint)).then_some(whole),

@@ -14,11 +14,13 @@ pub mod server {
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pcs_descriptor.bin"));
 
 mod convert;
+mod digest;
 mod qualified;
 mod score_changed;
 mod stored;
 
 pub use convert::{MalformedScore, decode_stored, qualification_windows, restore_shortfalls};
+pub use digest::score_digest;
 pub use qualified::{DesignationQualified, QualifiedView};
 pub use score_changed::ScoreChangedWire;
 pub use stored::without_shortfalls;

@@ -10,7 +10,7 @@ use super::MalformedScore;
 use prost::encoding::{WireType, decode_key, decode_varint, encode_key, encode_varint};
 
 /// `PartnerScore.designations`.
-const DESIGNATIONS: u32 = 6;
+pub(super) const DESIGNATIONS: u32 = 6;
 /// `DesignationScore.shortfall`.
 const SHORTFALL: u32 = 5;
 
@@ -47,7 +47,7 @@ pub fn without_shortfalls(score: &[u8]) -> Result<Vec<u8>, MalformedScore> {
 pub(super) struct Field<'a> {
     pub(super) number: u32,
     /// The whole field: key, length if any, payload.
-    bytes: &'a [u8],
+    pub(super) bytes: &'a [u8],
     /// The payload of a length-delimited field.
     pub(super) payload: Option<&'a [u8]>,
 }
