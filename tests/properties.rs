@@ -120,7 +120,7 @@ proptest! {
     /// they must be the plans the evaluation gave.
     #[test]
     fn a_score_stored_without_plans_is_served_with_the_same_plans(events in stream(), as_of in as_of()) {
-        let whole = pcs::proto::PartnerScore::from(&evaluate("P", &state_of(&events), as_of, &RuleBook::embedded()));
+        let whole = pcs::proto::PartnerScore::from(evaluate("P", &state_of(&events), as_of, &RuleBook::embedded()));
         let stored = pcs::proto::without_shortfalls(&whole.encode_to_vec()).unwrap();
         let mut cleared = whole.clone();
         for d in &mut cleared.designations {

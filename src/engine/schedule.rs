@@ -51,7 +51,7 @@ mod tests {
 
     /// The digest the pipeline tells a changed score by.
     fn digest(score: &crate::engine::PartnerScore) -> u64 {
-        crate::proto::score_digest(&crate::proto::PartnerScore::from(score).encode_to_vec()).unwrap()
+        crate::proto::score_digest(&crate::proto::PartnerScore::from(score.clone()).encode_to_vec()).unwrap()
     }
 
     #[test]

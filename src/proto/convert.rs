@@ -15,10 +15,12 @@ fn saturate(v: i128) -> i64 {
     i64::try_from(v).unwrap_or(if v > 0 { i64::MAX } else { i64::MIN })
 }
 
-impl From<&en::PartnerScore> for pb::PartnerScore {
-    fn from(s: &en::PartnerScore) -> Self {
+/// By value: the report's strings (a designation's plan above all) move into the message
+/// instead of being copied, and every assessed partner is converted.
+impl From<en::PartnerScore> for pb::PartnerScore {
+    fn from(s: en::PartnerScore) -> Self {
         pb::PartnerScore {
-            partner_id: s.partner_id.clone(),
+            partner_id: s.partner_id,
             as_of: s.as_of.to_string(),
             path: path_to_pb(s.path) as i32,
             ttm_acr_micros: saturate(s.ttm_acr_micros),
@@ -27,7 +29,7 @@ impl From<&en::PartnerScore> for pb::PartnerScore {
                 known_segment_customers: s.path_explanation.known_segment_customers,
                 smb_or_smc_customers: s.path_explanation.smb_or_smc_customers,
             }),
-            designations: s.designations.iter().map(designation_to_pb).collect(),
+            designations: s.designations.into_iter().map(designation_to_pb).collect(),
             qualification_windows: Vec::new(),
             forecast: None,
         }
@@ -150,30 +152,26 @@ fn path_to_pb(path: Path) -> pb::Path {
     }
 }
 
-fn designation_to_pb(d: &en::DesignationScore) -> pb::DesignationScore {
+fn designation_to_pb(d: en::DesignationScore) -> pb::DesignationScore {
     pb::DesignationScore {
-        designation: d.designation.clone(),
+        designation: d.designation,
         total: d.total,
         qualified: d.qualified,
-        subcategories: d.subcategories.iter().map(subcategory_to_pb).collect(),
-        shortfall: d.shortfall.as_ref().map(shortfall_to_pb),
+        subcategories: d.subcategories.into_iter().map(subcategory_to_pb).collect(),
+        shortfall: d.shortfall.map(shortfall_to_pb),
     }
 }
 
-fn shortfall_to_pb(f: &en::Shortfall) -> pb::Shortfall {
+fn shortfall_to_pb(f: en::Shortfall) -> pb::Shortfall {
     pb::Shortfall {
         points_needed: f.points_needed,
-        empty_subcategories: f.empty_subcategories.clone(),
+        empty_subcategories: f.empty_subcategories,
         steps: f
             .steps
-            .iter()
-            .map(|s| pb::ShortfallStep {
-                subcategory: s.subcategory.clone(),
-                action: s.action.clone(),
-                points: s.points,
-            })
+            .into_iter()
+            .map(|s| pb::ShortfallStep { subcategory: s.subcategory, action: s.action, points: s.points })
             .collect(),
-        summary: f.summary.clone(),
+        summary: f.summary,
     }
 }
 
@@ -194,27 +192,26 @@ pub fn restore_shortfalls(score: &mut pb::PartnerScore, rules: &RuleBook) -> Res
     let path = path_from_pb(score.path).ok_or_else(|| bad("path"))?;
     for d in score.designations.iter_mut().filter(|d| !d.qualified && d.shortfall.is_none()) {
         let subcategories = d.subcategories.iter().map(subcategory_from_pb).collect::<Result<Vec<_>, _>>()?;
-        d.shortfall =
-            en::shortfall_of(&d.designation, &subcategories, path, as_of, rules).as_ref().map(shortfall_to_pb);
+        d.shortfall = en::shortfall_of(&d.designation, &subcategories, path, as_of, rules).map(shortfall_to_pb);
     }
     Ok(())
 }
 
-fn subcategory_to_pb(s: &en::SubcategoryScore) -> pb::SubcategoryScore {
+fn subcategory_to_pb(s: en::SubcategoryScore) -> pb::SubcategoryScore {
     use pb::subcategory_score::Explanation as X;
-    let explanation = match &s.explanation {
+    let explanation = match s.explanation {
         en::Explanation::NetCustomerAdds { threshold_micros, baseline_months, recent_months, added, lost } => {
-            let changes = |cs: &[en::CustomerChange]| -> Vec<pb::CustomerChange> {
-                cs.iter()
+            let changes = |cs: Vec<en::CustomerChange>| -> Vec<pb::CustomerChange> {
+                cs.into_iter()
                     .map(|c| pb::CustomerChange {
-                        customer_id: c.customer_id.clone(),
+                        customer_id: c.customer_id,
                         baseline_micros: c.baseline_micros.iter().map(|v| saturate(*v)).collect(),
                         recent_micros: c.recent_micros.iter().map(|v| saturate(*v)).collect(),
                     })
                     .collect()
             };
             X::NetCustomerAdds(pb::NetCustomerAddsExplanation {
-                threshold_micros: *threshold_micros,
+                threshold_micros,
                 baseline_months: baseline_months.iter().map(Month::to_string).collect(),
                 recent_months: recent_months.iter().map(Month::to_string).collect(),
                 added: changes(added),
@@ -229,40 +226,33 @@ fn subcategory_to_pb(s: &en::SubcategoryScore) -> pb::SubcategoryScore {
             counted_individuals,
         } => X::Skilling(pb::SkillingExplanation {
             prerequisites: prerequisites
-                .iter()
+                .into_iter()
                 .map(|p| pb::PrerequisiteStatus {
-                    certification: p.certification.clone(),
+                    certification: p.certification,
                     held: p.held,
                     required: p.required,
                     points: p.points,
                 })
                 .collect(),
-            prerequisites_met: *prerequisites_met,
-            prerequisite_points: *prerequisite_points,
-            individuals: individuals.clone(),
-            counted_individuals: *counted_individuals,
+            prerequisites_met,
+            prerequisite_points,
+            individuals,
+            counted_individuals,
         }),
         en::Explanation::UsageGrowth { current_month, current_micros, base_month, base_micros, min_current_micros } => {
             X::UsageGrowth(pb::UsageGrowthExplanation {
-                current_month: current_month.clone(),
-                current_micros: saturate(*current_micros),
-                base_month: base_month.clone(),
-                base_micros: saturate(*base_micros),
-                min_current_micros: *min_current_micros,
+                current_month,
+                current_micros: saturate(current_micros),
+                base_month,
+                base_micros: saturate(base_micros),
+                min_current_micros,
             })
         }
-        en::Explanation::Deployments { window_after, counted } => X::Deployments(pb::DeploymentsExplanation {
-            window_after: window_after.to_string(),
-            counted: counted.clone(),
-        }),
+        en::Explanation::Deployments { window_after, counted } => {
+            X::Deployments(pb::DeploymentsExplanation { window_after: window_after.to_string(), counted })
+        }
     };
-    pb::SubcategoryScore {
-        name: s.name.clone(),
-        points: s.points,
-        max: s.max,
-        value: s.value,
-        explanation: Some(explanation),
-    }
+    pb::SubcategoryScore { name: s.name, points: s.points, max: s.max, value: s.value, explanation: Some(explanation) }
 }
 
 impl TryFrom<&pb::PartnerScore> for en::PartnerScore {
@@ -387,7 +377,7 @@ mod tests {
         let rules = RuleBook::embedded();
         let mut n = 0;
         for report in partners.evaluate(crate::calendar::parse_date("2024-07-10").unwrap(), &rules) {
-            let wire = pb::PartnerScore::from(&report);
+            let wire = pb::PartnerScore::from(report.clone());
             assert_eq!(en::PartnerScore::try_from(&wire).unwrap(), report);
             n += 1;
         }

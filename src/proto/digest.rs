@@ -154,7 +154,7 @@ mod tests {
         state.apply(&crate::events::decode_json(line.as_bytes()).unwrap()).unwrap();
         let today = crate::calendar::parse_date(day).unwrap();
         let rules = crate::rules::RuleBook::embedded();
-        PartnerScore::from(&crate::engine::evaluate("P", &state, today, &rules)).encode_to_vec()
+        PartnerScore::from(crate::engine::evaluate("P", &state, today, &rules)).encode_to_vec()
     }
 
     #[test]

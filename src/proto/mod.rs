@@ -33,5 +33,5 @@ fn one_acr_line_score() -> PartnerScore {
     let mut state = crate::engine::PartnerState::default();
     state.apply(&crate::events::decode_json(line.as_bytes()).unwrap()).unwrap();
     let today = crate::calendar::parse_date("2024-07-10").unwrap();
-    PartnerScore::from(&crate::engine::evaluate("P", &state, today, &crate::rules::RuleBook::embedded()))
+    PartnerScore::from(crate::engine::evaluate("P", &state, today, &crate::rules::RuleBook::embedded()))
 }
