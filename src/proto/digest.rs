@@ -8,13 +8,12 @@
 //! left out.
 
 use super::MalformedScore;
-use super::stored::{DESIGNATIONS, next_field};
+use super::stored::{DESIGNATIONS, FORECAST, next_field};
 use std::ops::Range;
 
-/// `PartnerScore.as_of`, `.qualification_windows` and `.forecast`.
+/// `PartnerScore.as_of` and `.qualification_windows`.
 const AS_OF: u32 = 2;
 const QUALIFICATION_WINDOWS: u32 = 7;
-const FORECAST: u32 = 8;
 /// `DesignationScore.subcategories`.
 const SUBCATEGORIES: u32 = 4;
 /// `SubcategoryScore.deployments`.

@@ -8,7 +8,7 @@
 //! difference.
 
 use super::MalformedScore;
-use super::stored::next_field;
+use super::stored::{FORECAST, next_field};
 use prost::bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
@@ -17,8 +17,7 @@ const SCORE: u32 = 1;
 const VERSION: u32 = 2;
 const CURSOR: u32 = 3;
 const WARNINGS: u32 = 4;
-/// `PartnerScore.forecast`, and `ScoreForecast.warnings` within it.
-const FORECAST: u32 = 8;
+/// `ScoreForecast.warnings`, within `PartnerScore.forecast`.
 const FORECAST_WARNINGS: u32 = 7;
 
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -9,8 +9,9 @@
 use super::MalformedScore;
 use prost::encoding::{WireType, decode_key, decode_varint, encode_key, encode_varint};
 
-/// `PartnerScore.designations`.
+/// `PartnerScore.designations` and `.forecast`.
 pub(super) const DESIGNATIONS: u32 = 6;
+pub(super) const FORECAST: u32 = 8;
 /// `DesignationScore.shortfall`.
 const SHORTFALL: u32 = 5;
 
