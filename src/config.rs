@@ -13,9 +13,10 @@ use std::time::Duration;
 /// events share that work; but under overload each event waits for the batch before its
 /// own (scores are published chunk by chunk, offsets committed per batch).
 /// Measured with 1M events over 20k partners, since scores are published chunk by chunk:
-/// 100k events per batch ingested 58k events/s against 47–50k with 50k, at the same
-/// freshness p99 under 20k new partners a second (9.4 s against 9.0–10.6 s); 200k ingested
-/// 57–67k but raised that p99 to 12.1–12.6 s. Where the service keeps up, batches stay
+/// 100k events per batch ingested 56k events/s on average over five runs (74k after the
+/// first commit) against 49k (61k) in two runs with 50k, at about the same freshness p99 under 20k new
+/// partners a second (9.4–11.5 s against 9.0–9.9 s); 200k ingested 57–67k but raised that
+/// p99 to 12.1–12.6 s. Where the service keeps up, batches stay
 /// small whatever this limit is. A batch holds its messages in memory, about 1 KB per
 /// event with its decoded form, and the batch before it is held until its scores are
 /// acknowledged.

@@ -49,7 +49,7 @@ mod tests {
     use crate::events::decode_json;
     use prost::Message;
 
-    /// The digest the pipeline tells a changed score by.
+    /// The score's part of the digest the pipeline tells a changed score by.
     fn digest(score: &crate::engine::PartnerScore) -> u64 {
         crate::proto::score_digest(&crate::proto::PartnerScore::from(score.clone()).encode_to_vec()).unwrap()
     }

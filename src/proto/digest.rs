@@ -1,11 +1,10 @@
 //! A score's fingerprint, taken from its encoding.
 //!
 //! Every scored partner is fingerprinted to tell whether its score changed and is published
-//! again. The report's own fingerprint (`engine::PartnerScore::fingerprint`) serialises the
-//! report a second time, plans included: 6 % of the service's time under a stream of new
-//! partners. The score is encoded anyway, to publish and store it, so the digest is taken
-//! from those bytes, with the fields that are not the score's or that move with the day
-//! left out.
+//! again. The fingerprint used to serialise the whole report a second time, plans
+//! included: 6 % of the service's time under a stream of new partners. The score is encoded
+//! anyway, to publish and store it, so the digest is taken from those bytes, with the fields
+//! that are not the score's or that move with the day left out.
 
 use super::MalformedScore;
 use super::stored::{DESIGNATIONS, FORECAST, next_field};
@@ -27,8 +26,9 @@ const WINDOW_AFTER: u32 = 1;
 /// and the forecast are left out too; the caller adds what of them counts as a change.
 ///
 /// The bytes around the left-out fields are hashed as they are, lengths included: a
-/// deployment window's start is a date, always ten bytes, so the lengths of the messages
-/// that hold it do not move with the day. Rewriting those lengths instead meant copying
+/// deployment window's start is a date, ten bytes for any year from 0 to 9999 (`as_of` is
+/// kept within 2000–2100), so the lengths of the messages that hold it do not move with
+/// the day; were they to, the cost would be a needless republish, never a missed change. Rewriting those lengths instead meant copying
 /// each designation's bytes again and cost as much as the serialised report it replaced.
 pub fn score_digest(score: &[u8]) -> Result<u64, MalformedScore> {
     let mut left_out = Vec::new();
@@ -149,11 +149,7 @@ mod tests {
         let line = format!(
             r#"{{"type":"deployment","event_id":"d","partner_id":"P","deployment_id":"x","customer_id":"C","solution_area":"DATA_AI","service":"AKS","attribution":"PAL","deployed_on":"{deployed_on}"}}"#
         );
-        let mut state = crate::engine::PartnerState::default();
-        state.apply(&crate::events::decode_json(line.as_bytes()).unwrap()).unwrap();
-        let today = crate::calendar::parse_date(day).unwrap();
-        let rules = crate::rules::RuleBook::embedded();
-        PartnerScore::from(crate::engine::evaluate("P", &state, today, &rules)).encode_to_vec()
+        crate::proto::score_of_line(&line, day).encode_to_vec()
     }
 
     #[test]

@@ -30,8 +30,14 @@ pub use stored::without_shortfalls;
 #[cfg(test)]
 fn one_acr_line_score() -> PartnerScore {
     let line = r#"{"type":"acr","event_id":"e","partner_id":"P","customer_id":"C","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-06","amount_micros":"5000000000"}"#;
+    score_of_line(line, "2024-07-10")
+}
+
+/// The score, as of `day`, of partner P with the one event `line` (JSON).
+#[cfg(test)]
+fn score_of_line(line: &str, day: &str) -> PartnerScore {
     let mut state = crate::engine::PartnerState::default();
     state.apply(&crate::events::decode_json(line.as_bytes()).unwrap()).unwrap();
-    let today = crate::calendar::parse_date("2024-07-10").unwrap();
+    let today = crate::calendar::parse_date(day).unwrap();
     PartnerScore::from(crate::engine::evaluate("P", &state, today, &crate::rules::RuleBook::embedded()))
 }

@@ -46,7 +46,7 @@ pub struct StoredPartner {
     pub version: u64,
     /// Highest applied offset per requested source partition, in the order asked.
     pub offsets: Vec<Option<i64>>,
-    /// Fingerprint of the stored score (without its date), to tell whether a score changed.
+    /// Fingerprint of the stored score (without its days), to tell whether a score changed.
     pub score_fingerprint: Option<u64>,
 }
 
