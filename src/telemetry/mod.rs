@@ -8,7 +8,7 @@ mod metrics;
 mod propagation;
 
 pub use metrics::{Metrics, metrics};
-pub use propagation::{continue_trace, inject_traceparent, record_trace_id};
+pub use propagation::{continue_trace, record_trace_id, trace_headers};
 
 use opentelemetry::trace::TracerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;

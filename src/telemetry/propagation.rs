@@ -3,7 +3,6 @@
 
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt;
-use rdkafka::message::{Header, OwnedHeaders};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -49,11 +48,13 @@ pub fn continue_trace<'a>(span: &Span, messages: impl IntoIterator<Item = &'a [(
     }
 }
 
-/// Adds the current trace context of `span` to outgoing headers.
-pub fn inject_traceparent(span: &Span, headers: OwnedHeaders) -> OwnedHeaders {
+/// The headers that carry the current trace context of `span` (`traceparent`, and
+/// `tracestate` when set), to add to outgoing messages. Worked out once for a span's many
+/// messages: looking up the span's context takes the tracing registry's lock.
+pub fn trace_headers(span: &Span) -> Vec<(String, String)> {
     let mut injector = HeaderInjector::default();
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&span.context(), &mut injector));
-    injector.0.iter().fold(headers, |h, (k, v)| h.insert(Header { key: k, value: Some(v) }))
+    injector.0
 }
 
 /// Puts the span's trace id into its `trace_id` field, so every log line inside the span
