@@ -1,11 +1,12 @@
-//! Scoring-core speed: applying events to partner state, and evaluating a large partner and
-//! a small one (which qualifies for nothing, so every designation works out a shortfall).
+//! Scoring-core speed: applying events to partner state, evaluating a large partner and a
+//! small one (which qualifies for nothing, so every designation works out a shortfall), and
+//! bringing the large partner's history up to date after a year-old fact.
 //!   cargo bench --bench engine
 //! Targets (issue 2): apply ≥ 2M events/s on one core; evaluate the large partner ≤ 20 µs.
 
 use chrono::NaiveDate;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use pcs::engine::{PartnerState, Partners, evaluate};
+use pcs::engine::{PartnerState, Partners, ScoreHistory, evaluate};
 use pcs::events::{Event, decode_json};
 use pcs::rules::RuleBook;
 use serde_json::json;
@@ -127,6 +128,18 @@ fn evaluate_small(c: &mut Criterion) {
     });
 }
 
+/// Bringing the large partner's history up to date after a fact a year old arrived: every
+/// day its score can change since then is evaluated, the past ones for their points.
+fn history_backfill(c: &mut Criterion) {
+    let state = large_partner();
+    let rules = RuleBook::embedded();
+    let today = NaiveDate::from_ymd_opt(2024, 7, 10).unwrap();
+    let oldest = NaiveDate::from_ymd_opt(2023, 7, 10).unwrap();
+    c.bench_function("history: the large partner's year, after a year-old fact", |b| {
+        b.iter(|| ScoreHistory::default().record("P", black_box(&state), Some(oldest), oldest, today, &rules))
+    });
+}
+
 fn decode_json_line(c: &mut Criterion) {
     let line = br#"{"type":"acr","event_id":"a-1","partner_id":"P1","customer_id":"C1","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-05","amount_micros":"600000000"}"#;
     let mut group = c.benchmark_group("decode");
@@ -135,5 +148,5 @@ fn decode_json_line(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, apply, evaluate_large, evaluate_small, decode_json_line);
+criterion_group!(benches, apply, evaluate_large, evaluate_small, history_backfill, decode_json_line);
 criterion_main!(benches);

@@ -3,7 +3,7 @@
 //! change a score.
 
 use chrono::{Duration, NaiveDate};
-use pcs::engine::{PartnerState, evaluate};
+use pcs::engine::{DaySnapshot, PartnerState, ScoreHistory, evaluate};
 use pcs::events::{Event, decode_json};
 use pcs::rules::RuleBook;
 use proptest::prelude::*;
@@ -129,6 +129,23 @@ proptest! {
         prop_assert_eq!(&stored, &cleared.encode_to_vec());
         let served = pcs::proto::decode_stored(&stored, &RuleBook::embedded()).unwrap();
         prop_assert_eq!(served, whole);
+    }
+
+    /// A history keeps only points for the days before today, worked out without the
+    /// explanations: on every day of the year before `as_of` it must hold what a full
+    /// evaluation of that day gives.
+    #[test]
+    fn a_history_holds_the_points_of_every_past_day(events in stream(), as_of in as_of()) {
+        let rules = RuleBook::embedded();
+        let state = state_of(&events);
+        let oldest = as_of - Duration::days(366);
+        let mut history = ScoreHistory::default();
+        history.record("P", &state, Some(oldest), oldest, as_of, &rules);
+        for back in (0..=366).step_by(7).chain([1, 2, 30, 31, 365]) {
+            let day = as_of - Duration::days(back);
+            let expected = DaySnapshot::of(&evaluate("P", &state, day, &rules));
+            prop_assert_eq!(history.on(day), Some(&expected), "on {}", day);
+        }
     }
 
     #[test]

@@ -157,7 +157,7 @@ impl<S: StateStore> ScoreApi<S> {
     /// A partner's score on `as_of` evaluated from its facts, with its forecast.
     fn scored(&self, partner_id: &str, state: &PartnerState, as_of: NaiveDate) -> proto::PartnerScore {
         let score = evaluate(partner_id, state, as_of, &self.rules);
-        let (forecast, warnings) = forecast_with_warnings(partner_id, state, &score, as_of, &self.rules);
+        let (forecast, warnings) = forecast_with_warnings(state, &score, as_of, &self.rules);
         let mut message = proto::PartnerScore::from(score);
         message.forecast = Some(proto::ScoreForecast::of(partner_id, &forecast, &warnings));
         message

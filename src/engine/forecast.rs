@@ -7,7 +7,7 @@
 //! forecast is the engine's evaluation of those projected facts on that day, so it explains
 //! itself the way a score does.
 
-use super::{PartnerScore, PartnerState, evaluate_points};
+use super::{PartnerScore, PartnerState, day_points};
 use crate::calendar::Month;
 use crate::rules::RuleBook;
 use chrono::{Datelike, Days, NaiveDate};
@@ -114,13 +114,7 @@ impl Forecast {
 }
 
 /// Forecasts the next month boundary after `today`, given today's score `current`.
-pub fn forecast(
-    partner_id: &str,
-    state: &PartnerState,
-    current: &PartnerScore,
-    today: NaiveDate,
-    rules: &RuleBook,
-) -> Forecast {
+pub fn forecast(state: &PartnerState, current: &PartnerScore, today: NaiveDate, rules: &RuleBook) -> Forecast {
     let month = Month::of(today);
     let on = month.forward(1).first_day();
     let days_in_month = on.signed_duration_since(month.first_day()).num_days() as u32;
@@ -128,7 +122,7 @@ pub fn forecast(
     let projected: Cow<PartnerState> = state
         .with_month_projected(month, i128::from(days_in_month), i128::from(days_elapsed))
         .map_or(Cow::Borrowed(state), Cow::Owned);
-    let next = evaluate_points(partner_id, &projected, on, rules);
+    let next = day_points(&projected, on, rules);
     let designations = current
         .designations
         .iter()
@@ -146,7 +140,11 @@ pub fn forecast(
                     .map(|s| SubcategoryForecast {
                         name: s.name.clone(),
                         points: s.points,
-                        projected_points: p.subcategories.iter().find(|x| x.name == s.name).map_or(0, |x| x.points),
+                        projected_points: p
+                            .points
+                            .iter()
+                            .find(|(name, _)| *name == s.name)
+                            .map_or(0, |(_, points)| *points),
                     })
                     .collect(),
             })
@@ -164,13 +162,12 @@ pub fn forecast(
 
 /// [`forecast`] with the warnings it raises under the qualifying total in force `today`.
 pub fn forecast_with_warnings(
-    partner_id: &str,
     state: &PartnerState,
     current: &PartnerScore,
     today: NaiveDate,
     rules: &RuleBook,
 ) -> (Forecast, Vec<ScoreWarning>) {
-    let forecast = forecast(partner_id, state, current, today, rules);
+    let forecast = forecast(state, current, today, rules);
     let warnings = forecast.warnings(rules.for_date(today).qualification.min_total);
     (forecast, warnings)
 }
@@ -239,7 +236,7 @@ mod tests {
         }
         let today = date("2024-06-15");
         let current = evaluate("P", &known, today, &rules);
-        let forecast = forecast("P", &known, &current, today, &rules);
+        let forecast = forecast(&known, &current, today, &rules);
         assert_eq!((forecast.on, forecast.days_elapsed, forecast.days_in_month), (date("2024-07-01"), 15, 30));
 
         let mut actual_facts = known.clone();

@@ -5,7 +5,7 @@
 //! entry's day. Recording walks from the first day a change can affect to today, evaluating
 //! only on change days, so a backfill of a year costs a few dozen evaluations, not 365.
 
-use super::{PartnerScore, PartnerState, evaluate, evaluate_points, next_change_after};
+use super::{PartnerScore, PartnerState, day_points, evaluate, next_change_after};
 use crate::calendar::Month;
 use crate::rules::{Path, RuleBook};
 use chrono::{Datelike, Days, NaiveDate};
@@ -109,20 +109,19 @@ impl ScoreHistory {
         let mut day = from;
         loop {
             // Past days need only their points; today's score is the full report.
-            let score = if day == today {
-                evaluate(partner_id, state, day, rules)
+            let (snapshot, score) = if day == today {
+                let score = evaluate(partner_id, state, day, rules);
+                (DaySnapshot::of(&score), Some(score))
             } else {
-                evaluate_points(partner_id, state, day, rules)
+                (day_points(state, day, rules), None)
             };
-            let snapshot = DaySnapshot::of(&score);
             if self.entries.last().is_none_or(|(_, last)| *last != snapshot) {
                 self.entries.push((day, snapshot));
             }
             match next_change_after(state, day, rules) {
                 Some(next) if next <= today => day = next,
                 // Nothing changes between `day` and today but the date itself.
-                _ if day == today => return score,
-                _ => return evaluate(partner_id, state, today, rules),
+                _ => return score.unwrap_or_else(|| evaluate(partner_id, state, today, rules)),
             }
         }
     }

@@ -49,29 +49,56 @@ pub(crate) struct Context<'a> {
 
 /// Scores one partner on `as_of` under the rule set in force that day (spec §3–§7).
 pub fn evaluate(partner_id: &str, state: &PartnerState, as_of: NaiveDate, rules: &RuleBook) -> PartnerScore {
-    score(partner_id, state, as_of, rules, Plans::Include)
+    let (set, ctx, path) = context(state, as_of, rules);
+    PartnerScore {
+        partner_id: partner_id.to_owned(),
+        as_of,
+        path: path.path,
+        ttm_acr_micros: path.ttm_acr_micros,
+        path_explanation: path.explanation,
+        designations: set.designations.iter().enumerate().map(|(i, d)| designation(i, d, &ctx)).collect(),
+    }
 }
 
-/// Whether an evaluation works out the shortfall plan of unqualified designations. Past
-/// days (history) and forecasts need only the points, and the plan costs more than the
-/// points themselves.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Plans {
-    Include,
-    Omit,
+/// The points [`evaluate`] gives on `as_of`, without the explanations and plans: what a
+/// past day of a partner's history and a forecast read. A batch that brings a backfilled
+/// partner's history up to date evaluates every day its score may have changed since the
+/// oldest new fact, a dozen or more, and putting each day's explanations together (customer
+/// ids, individuals, deployment ids, month names, then dropped) cost more than its points.
+pub(crate) fn day_points(state: &PartnerState, as_of: NaiveDate, rules: &RuleBook) -> DaySnapshot {
+    let (set, ctx, _) = context(state, as_of, rules);
+    let designations = set
+        .designations
+        .iter()
+        .map(|d| {
+            let area = d.solution_area;
+            let points: Vec<(String, u32)> = d
+                .subcategories
+                .iter()
+                .map(|sub| {
+                    let points = match sub {
+                        Subcategory::NetCustomerAdds(rule) => net_customer_adds::points(rule, area, &ctx),
+                        Subcategory::Skilling(rule) => skilling::points(rule, &ctx),
+                        Subcategory::UsageGrowth(rule) => usage_growth::points(rule, area, &ctx),
+                        Subcategory::Deployments(rule) => deployments::points(rule, area, &ctx),
+                    };
+                    (sub.name().to_owned(), points)
+                })
+                .collect();
+            let (total, qualified) = standing(points.iter().map(|(_, p)| *p), &set.qualification);
+            DesignationSnapshot { designation: d.name.clone(), total, qualified, points }
+        })
+        .collect();
+    DaySnapshot { path: ctx.path, designations }
 }
 
-/// [`evaluate`] without shortfall plans.
-pub(crate) fn evaluate_points(
-    partner_id: &str,
-    state: &PartnerState,
+/// The rule set in force on `as_of`, what its subcategory rules evaluate against, and the
+/// path decided (spec §4).
+fn context<'a>(
+    state: &'a PartnerState,
     as_of: NaiveDate,
-    rules: &RuleBook,
-) -> PartnerScore {
-    score(partner_id, state, as_of, rules, Plans::Omit)
-}
-
-fn score(partner_id: &str, state: &PartnerState, as_of: NaiveDate, rules: &RuleBook, plans: Plans) -> PartnerScore {
+    rules: &'a RuleBook,
+) -> (&'a RuleSet, Context<'a>, path::PathDecision) {
     let set = rules.for_date(as_of);
     let m = last_complete_month(as_of);
     let path = path::decide(state, m, &set.path);
@@ -84,18 +111,11 @@ fn score(partner_id: &str, state: &PartnerState, as_of: NaiveDate, rules: &RuleB
         acr: acr_window::AcrWindow::build(state, m, set),
         holders: skilling::Holders::at(state, as_of, set),
     };
-    PartnerScore {
-        partner_id: partner_id.to_owned(),
-        as_of,
-        path: path.path,
-        ttm_acr_micros: path.ttm_acr_micros,
-        path_explanation: path.explanation,
-        designations: set.designations.iter().enumerate().map(|(i, d)| designation(i, d, &ctx, plans)).collect(),
-    }
+    (set, ctx, path)
 }
 
 /// `index`: the designation's place in its rule set.
-fn designation(index: usize, designation: &Designation, ctx: &Context, plans: Plans) -> DesignationScore {
+fn designation(index: usize, designation: &Designation, ctx: &Context) -> DesignationScore {
     let area = designation.solution_area;
     let subcategories: Vec<SubcategoryScore> = designation
         .subcategories
@@ -107,19 +127,19 @@ fn designation(index: usize, designation: &Designation, ctx: &Context, plans: Pl
             Subcategory::Deployments(rule) => deployments::score(rule, area, ctx),
         })
         .collect();
-    let (total, qualified) = standing(&subcategories, &ctx.rules.qualification);
-    let shortfall = (!qualified && plans == Plans::Include).then(|| {
+    let (total, qualified) = standing(subcategories.iter().map(|s| s.points), &ctx.rules.qualification);
+    let shortfall = (!qualified).then(|| {
         let scene = shortfall::Scene { rules: ctx.rules, path: ctx.path, m: ctx.m };
         shortfall::plan(index, designation, &subcategories, total, &scene)
     });
     DesignationScore { designation: designation.name.clone(), total, qualified, subcategories, shortfall }
 }
 
-/// A designation's total and whether it qualifies (spec §7: a minimum total, and a minimum
-/// in every subcategory).
-fn standing(subcategories: &[SubcategoryScore], q: &QualificationRule) -> (u32, bool) {
-    let total = subcategories.iter().map(|s| s.points).sum();
-    (total, total >= q.min_total && subcategories.iter().all(|s| s.points >= q.min_subcategory_points))
+/// A designation's total and whether it qualifies, from its subcategories' points (spec §7:
+/// a minimum total, and a minimum in every subcategory).
+fn standing(points: impl Iterator<Item = u32> + Clone, q: &QualificationRule) -> (u32, bool) {
+    let total = points.clone().sum();
+    (total, total >= q.min_total && points.into_iter().all(|p| p >= q.min_subcategory_points))
 }
 
 /// The shortfall plan [`evaluate`] gives designation `name` scored on `as_of` on `path` with
@@ -146,7 +166,7 @@ pub fn shortfall_of(
                         | (Subcategory::Deployments(_), Explanation::Deployments { .. })
                 )
         });
-    let (total, qualified) = standing(subcategories, &set.qualification);
+    let (total, qualified) = standing(subcategories.iter().map(|s| s.points), &set.qualification);
     (same_rules && !qualified).then(|| {
         let scene = shortfall::Scene { rules: set, path, m: last_complete_month(as_of) };
         shortfall::plan(index, designation, subcategories, total, &scene)

@@ -3,7 +3,7 @@
 use super::Context;
 use super::report::{Explanation, PrerequisiteStatus, SubcategoryScore};
 use super::state::{CertificationFacts, PartnerState};
-use crate::rules::{RuleSet, SkillingRule};
+use crate::rules::{Prerequisite, RuleSet, SkillingRule};
 use chrono::NaiveDate;
 
 /// Who holds what on one day: computed once per evaluation, shared by every skilling
@@ -30,17 +30,15 @@ impl<'a> Holders<'a> {
     }
 
     /// Individuals (sorted, once each) holding any of `certifications`.
-    fn individuals_holding(&self, certifications: &[String]) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for (individual, certification) in &self.held {
-            if out.last().is_some_and(|last| last == individual) {
-                continue;
+    fn individuals_holding<'s>(&'s self, certifications: &'s [String]) -> impl Iterator<Item = &'a str> + 's {
+        let mut last: Option<&str> = None;
+        self.held.iter().filter_map(move |(individual, certification)| {
+            if last == Some(*individual) || !certifications.iter().any(|c| c == certification) {
+                return None;
             }
-            if certifications.iter().any(|c| c == certification) {
-                out.push((*individual).to_owned());
-            }
-        }
-        out
+            last = Some(individual);
+            Some(*individual)
+        })
     }
 }
 
@@ -57,6 +55,31 @@ fn is_active(facts: &CertificationFacts, as_of: NaiveDate) -> bool {
     latest_earned.is_some_and(|earned| latest_removal.is_none_or(|removed| earned > *removed))
 }
 
+/// Points for a subcategory's prerequisites and individuals: `prerequisite_points`, with
+/// the individuals counted only once every prerequisite is met, capped at the maximum.
+/// Returns the individuals counted and the points.
+fn points_for(rule: &SkillingRule, ctx: &Context, met: bool, prerequisite_points: u32, individuals: u32) -> (u32, u32) {
+    let counted = if met { individuals.min(rule.max_individuals(ctx.path)) } else { 0 };
+    (counted, rule.max.min(prerequisite_points + rule.points_per_individual * counted))
+}
+
+/// A prerequisite's points with `held` holders.
+fn prerequisite_points(p: &Prerequisite, held: u32) -> u32 {
+    p.points_each * held.min(p.required)
+}
+
+/// [`score`]'s points alone.
+pub(crate) fn points(rule: &SkillingRule, ctx: &Context) -> u32 {
+    let (mut met, mut from_prerequisites) = (true, 0);
+    for p in rule.prerequisites(ctx.path) {
+        let held = ctx.holders.held(&p.certification);
+        met &= held >= p.required;
+        from_prerequisites += prerequisite_points(p, held);
+    }
+    let individuals = ctx.holders.individuals_holding(&rule.scoring_certifications).count() as u32;
+    points_for(rule, ctx, met, from_prerequisites, individuals).1
+}
+
 pub(crate) fn score(rule: &SkillingRule, ctx: &Context) -> SubcategoryScore {
     let prerequisites: Vec<PrerequisiteStatus> = rule
         .prerequisites(ctx.path)
@@ -66,18 +89,19 @@ pub(crate) fn score(rule: &SkillingRule, ctx: &Context) -> SubcategoryScore {
                 certification: p.certification.clone(),
                 held,
                 required: p.required,
-                points: p.points_each * held.min(p.required),
+                points: prerequisite_points(p, held),
             }
         })
         .collect();
     let prerequisites_met = prerequisites.iter().all(|p| p.held >= p.required);
     let prerequisite_points: u32 = prerequisites.iter().map(|p| p.points).sum();
-    let individuals = ctx.holders.individuals_holding(&rule.scoring_certifications);
+    let individuals: Vec<String> =
+        ctx.holders.individuals_holding(&rule.scoring_certifications).map(str::to_owned).collect();
     let value = individuals.len() as u32;
-    let counted_individuals = if prerequisites_met { value.min(rule.max_individuals(ctx.path)) } else { 0 };
+    let (counted_individuals, points) = points_for(rule, ctx, prerequisites_met, prerequisite_points, value);
     SubcategoryScore {
         name: rule.name.clone(),
-        points: rule.max.min(prerequisite_points + rule.points_per_individual * counted_individuals),
+        points,
         max: rule.max,
         value: Some(i64::from(value)),
         explanation: Explanation::Skilling {

@@ -6,7 +6,17 @@ use crate::calendar::Month;
 use crate::events::SolutionArea;
 use crate::rules::UsageGrowthRule;
 
-pub(crate) fn score(rule: &UsageGrowthRule, area: SolutionArea, ctx: &Context) -> SubcategoryScore {
+/// The two months compared, their ACR, and what that scores.
+struct Growth {
+    current_month: Month,
+    base_month: Month,
+    current: i128,
+    base: i128,
+    points: u32,
+    value: Option<i64>,
+}
+
+fn growth(rule: &UsageGrowthRule, area: SolutionArea, ctx: &Context) -> Growth {
     let current_month = ctx.m.back(rule.current_months_back);
     let base_month = ctx.m.back(rule.base_months_back);
     let total = |month: Month| -> i128 {
@@ -26,16 +36,26 @@ pub(crate) fn score(rule: &UsageGrowthRule, area: SolutionArea, ctx: &Context) -
         let value = i64::try_from(percent).unwrap_or(if percent > 0 { i64::MAX } else { i64::MIN });
         (value.clamp(0, i64::from(rule.max)) as u32, Some(value))
     };
+    Growth { current_month, base_month, current, base, points, value }
+}
+
+/// [`score`]'s points alone.
+pub(crate) fn points(rule: &UsageGrowthRule, area: SolutionArea, ctx: &Context) -> u32 {
+    growth(rule, area, ctx).points
+}
+
+pub(crate) fn score(rule: &UsageGrowthRule, area: SolutionArea, ctx: &Context) -> SubcategoryScore {
+    let g = growth(rule, area, ctx);
     SubcategoryScore {
         name: rule.name.clone(),
-        points,
+        points: g.points,
         max: rule.max,
-        value,
+        value: g.value,
         explanation: Explanation::UsageGrowth {
-            current_month: current_month.to_string(),
-            current_micros: current,
-            base_month: base_month.to_string(),
-            base_micros: base,
+            current_month: g.current_month.to_string(),
+            current_micros: g.current,
+            base_month: g.base_month.to_string(),
+            base_micros: g.base,
             min_current_micros: rule.min_current_micros,
         },
     }

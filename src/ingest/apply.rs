@@ -335,7 +335,7 @@ impl<S: StateStore> Applier<S> {
         let oldest = self.history_start(today);
         let score = history.record(partner_id, state, affected_from, oldest, today, &self.rules);
         history.prune(oldest);
-        let (forecast, warnings) = forecast_with_warnings(partner_id, state, &score, today, &self.rules);
+        let (forecast, warnings) = forecast_with_warnings(state, &score, today, &self.rules);
         let mut message = proto::PartnerScore::from(score);
         message.qualification_windows = proto::qualification_windows(&history, today);
         message.forecast = Some(proto::ScoreForecast::of(partner_id, &forecast, &warnings));
