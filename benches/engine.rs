@@ -128,8 +128,9 @@ fn evaluate_small(c: &mut Criterion) {
     });
 }
 
-/// Bringing the large partner's history up to date after a fact a year old arrived: every
-/// day its score can change since then is evaluated, the past ones for their points.
+/// Bringing the large partner's history up to date from a year ago, as a fact of that age
+/// makes the applier do: every day its score can change since then is evaluated, the past
+/// ones for their points.
 fn history_backfill(c: &mut Criterion) {
     let state = large_partner();
     let rules = RuleBook::embedded();

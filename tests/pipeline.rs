@@ -463,7 +463,7 @@ async fn oversized_and_undecodable_messages_are_dead_lettered_and_the_rest_goes_
 
 /// Scores handed to the publisher reach the feed in the order they were handed over, even
 /// when each call's hand-over runs on a task of its own and the producer's queue fills: a
-/// queue of 4 messages, a first call of 40 scores, then two calls of one. A call that
+/// queue of 4 messages, a first call of 200 scores, then two calls of one. A call that
 /// handed over before the call before it finished would put its score among the first
 /// call's; a full queue failing the hand-over would lose scores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,16 +487,16 @@ async fn scores_reach_the_feed_in_the_order_handed_over_through_a_full_queue() {
         version: n as u64,
         oldest_event_ms: None,
     };
-    let calls = [(0..40).map(update).collect::<Vec<_>>(), vec![update(40)], vec![update(41)]];
+    let calls = [(0..200).map(update).collect::<Vec<_>>(), vec![update(200)], vec![update(201)]];
     let mut deliveries = pcs::feed::Deliveries::default();
     for call in calls {
-        deliveries.append(publisher.send(call));
+        deliveries.append(publisher.send(call).await);
     }
     deliveries.acknowledged().await.expect("every score is delivered");
-    let read: Vec<String> = read_topic(&broker.bootstrap, topic, 42, Duration::from_secs(30))
+    let read: Vec<String> = read_topic(&broker.bootstrap, topic, 202, Duration::from_secs(30))
         .into_iter()
         .map(|l| String::from_utf8(l.payload).unwrap())
         .collect();
-    let handed: Vec<String> = (0..42).map(|n| n.to_string()).collect();
+    let handed: Vec<String> = (0..202).map(|n| n.to_string()).collect();
     assert_eq!(read, handed);
 }

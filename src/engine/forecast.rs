@@ -4,8 +4,7 @@
 //! (spec §1's M), certifications and deployments age on, and ACR windows move. All of that
 //! is known today except the rest of this month's ACR, which is projected at its run rate:
 //! the ACR so far times the days in the month over the days elapsed (today counted). The
-//! forecast is the engine's evaluation of those projected facts on that day, so it explains
-//! itself the way a score does.
+//! forecast is the points the engine gives those projected facts on that day.
 
 use super::{PartnerScore, PartnerState, day_points};
 use crate::calendar::Month;

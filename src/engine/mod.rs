@@ -137,9 +137,9 @@ fn designation(index: usize, designation: &Designation, ctx: &Context) -> Design
 
 /// A designation's total and whether it qualifies, from its subcategories' points (spec §7:
 /// a minimum total, and a minimum in every subcategory).
-fn standing(points: impl Iterator<Item = u32> + Clone, q: &QualificationRule) -> (u32, bool) {
+fn standing(mut points: impl Iterator<Item = u32> + Clone, q: &QualificationRule) -> (u32, bool) {
     let total = points.clone().sum();
-    (total, total >= q.min_total && points.into_iter().all(|p| p >= q.min_subcategory_points))
+    (total, total >= q.min_total && points.all(|p| p >= q.min_subcategory_points))
 }
 
 /// The shortfall plan [`evaluate`] gives designation `name` scored on `as_of` on `path` with

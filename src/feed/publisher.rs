@@ -3,34 +3,40 @@
 
 use crate::ingest::{IngestError, ScoreSink, ScoreUpdate};
 use crate::telemetry::{metrics, trace_headers};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::Instrument;
 
 /// The header carrying the partner's store version of the score.
 pub const VERSION_HEADER: &str = "pcs-version";
 
-/// How long a hand-over waits before trying again when the producer's queue is full and it
-/// has no delivery of its own to wait for.
-const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(10);
+/// Calls to `send` whose scores are not all handed over yet: one handing over, one waiting
+/// its turn. A further call waits, so the applier scores at most a chunk ahead of the
+/// producer's queue (under a backlog the queue fills, and scores piled up in tasks would
+/// hold a batch's worth of memory).
+const SENDS_IN_HAND: usize = 2;
 
 #[derive(Clone)]
 pub struct ScorePublisher {
     producer: FutureProducer,
     topic: String,
     /// Fires once the latest call so far has handed all its scores to the producer; the
-    /// next call waits for it, so calls reach the topic in the order they were made (a
-    /// partner's newer score is never handed over before an older one). Shared by clones.
+    /// next call waits for it, so scores reach the topic in the order of the calls that
+    /// handed them over. Shared by clones.
     latest_handed: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
+    in_hand: Arc<Semaphore>,
 }
 
 impl ScorePublisher {
     pub fn new(producer: FutureProducer, topic: String) -> Self {
-        ScorePublisher { producer, topic, latest_handed: Arc::default() }
+        ScorePublisher {
+            producer,
+            topic,
+            latest_handed: Arc::default(),
+            in_hand: Arc::new(Semaphore::new(SENDS_IN_HAND)),
+        }
     }
 
     /// Returns once every score is acknowledged by the broker.
@@ -40,35 +46,39 @@ impl ScorePublisher {
         }
         let span = self.span(updates.len());
         let turn = self.take_turn();
-        async {
-            let pending = self.hand_over(updates, turn).await?;
-            acknowledge(pending, updates).await
-        }
-        .instrument(span)
-        .await
+        let pending = self.hand_over(updates, turn, &span).instrument(span.clone()).await?;
+        acknowledge(pending, oldest_events(updates)).instrument(span).await
     }
 
     /// Hands every score to the producer on a task of its own, after those of every earlier
-    /// call, and returns at once. Handing a chunk of 2,000 scores over (headers, a copy of
-    /// each 4 KB score into librdkafka's queue) takes tens of milliseconds, which the
-    /// applier's task spent between chunks while a core idled; now the next chunk is scored
-    /// meanwhile. The consumer loop waits for the acknowledgements while it works on the
-    /// next batch.
-    pub fn send(&self, updates: Vec<ScoreUpdate>) -> Deliveries {
+    /// call, and returns once that task is started (or, with two calls' scores not yet
+    /// handed over, once the earlier of them is). Handing a chunk of 2,000 scores over
+    /// (headers, a copy of each 4 KB score into librdkafka's queue) takes tens of
+    /// milliseconds, which the applier's task spent between chunks; now the next chunk is
+    /// scored meanwhile. The consumer loop waits for the acknowledgements while it works on
+    /// the next batch.
+    pub async fn send(&self, updates: Vec<ScoreUpdate>) -> Deliveries {
         if updates.is_empty() {
             return Deliveries::default();
         }
+        let permit: OwnedSemaphorePermit =
+            self.in_hand.clone().acquire_owned().await.expect("the publisher never closes its semaphore");
         let span = self.span(updates.len());
         let turn = self.take_turn();
         let publisher = self.clone();
         // Awaited on a task of its own, so the metrics are taken when the broker answers: the
         // consumer loop looks at a batch's acknowledgements only after applying the next one.
+        let task_span = span.clone();
         let acknowledged = tokio::spawn(
             async move {
-                let pending = publisher.hand_over(&updates, turn).await?;
-                acknowledge(pending, &updates).await
+                let pending = publisher.hand_over(&updates, turn, &span).await;
+                drop(permit);
+                // librdkafka holds its own copy of each score: only the event times are kept.
+                let oldest = oldest_events(&updates);
+                drop(updates);
+                acknowledge(pending?, oldest).await
             }
-            .instrument(span),
+            .instrument(task_span),
         );
         Deliveries { sends: vec![acknowledged] }
     }
@@ -98,18 +108,21 @@ impl ScorePublisher {
         Turn { before, done }
     }
 
-    /// Hands the scores to the producer once the call before has handed over its own. Each
-    /// message carries the trace context of the work that produced it (`traceparent`), so
-    /// the feed's consumers continue the trace. A full producer queue (a backlog's batches of
-    /// up to 100,000 scores, a month's rollover) is waited out, not failed: failing would
-    /// retry the batch into the same full queue.
-    async fn hand_over(&self, updates: &[ScoreUpdate], turn: Turn) -> Result<Vec<DeliveryFuture>, IngestError> {
+    /// Hands the scores to the producer once the call before has handed over its own
+    /// (waiting for room in a full queue, see `kafka::enqueue`). Each message carries the
+    /// trace context of `span` (`traceparent`), so the feed's consumers continue the trace.
+    async fn hand_over(
+        &self,
+        updates: &[ScoreUpdate],
+        turn: Turn,
+        span: &tracing::Span,
+    ) -> Result<Vec<DeliveryFuture>, IngestError> {
         if let Some(before) = turn.before {
             // An error means the call before ended without handing over (its task panicked or
             // the runtime is stopping): there is nothing left to wait for.
             let _ = before.await;
         }
-        let trace = trace_headers(&tracing::Span::current());
+        let trace = trace_headers(span);
         let mut pending = Vec::with_capacity(updates.len());
         for update in updates {
             let version = update.version.to_string();
@@ -118,21 +131,8 @@ impl ScorePublisher {
                     .insert(Header { key: VERSION_HEADER, value: Some(&version) }),
                 |h, (k, v)| h.insert(Header { key: k, value: Some(v) }),
             );
-            let mut record =
-                FutureRecord::to(&self.topic).key(&update.partner_id).payload(&update.score).headers(headers);
-            loop {
-                match self.producer.send_result(record) {
-                    Ok(delivery) => {
-                        pending.push(delivery);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        tokio::time::sleep(QUEUE_FULL_PAUSE).await;
-                    }
-                    Err((e, _)) => return Err(IngestError::Produce(e)),
-                }
-            }
+            let record = FutureRecord::to(&self.topic).key(&update.partner_id).payload(&update.score).headers(headers);
+            pending.push(crate::kafka::enqueue(&self.producer, record).await.map_err(IngestError::Produce)?);
         }
         // Dropped on an error too (above), which lets the next call go on.
         let _ = turn.done.send(());
@@ -146,13 +146,17 @@ struct Turn {
     done: oneshot::Sender<()>,
 }
 
+/// The Kafka timestamps of the oldest events behind the scores that have one.
+fn oldest_events(updates: &[ScoreUpdate]) -> Vec<i64> {
+    updates.iter().filter_map(|u| u.oldest_event_ms).collect()
+}
+
 /// Waits for the broker to acknowledge every delivery, then counts them.
-async fn acknowledge(pending: Vec<DeliveryFuture>, updates: &[ScoreUpdate]) -> Result<(), IngestError> {
+async fn acknowledge(pending: Vec<DeliveryFuture>, oldest_event_ms: Vec<i64>) -> Result<(), IngestError> {
     let count = pending.len() as u64;
     for delivery in pending {
         crate::kafka::await_delivery(delivery).await.map_err(IngestError::Produce)?;
     }
-    let oldest_event_ms: Vec<i64> = updates.iter().filter_map(|u| u.oldest_event_ms).collect();
     record_published(count, &oldest_event_ms);
     Ok(())
 }
@@ -191,7 +195,7 @@ impl BatchScores<'_> {
 impl ScoreSink for BatchScores<'_> {
     async fn send(&mut self, updates: Vec<ScoreUpdate>) -> Result<(), IngestError> {
         self.handed += updates.len();
-        self.deliveries.append(self.publisher.send(updates));
+        self.deliveries.append(self.publisher.send(updates).await);
         Ok(())
     }
 }

@@ -55,7 +55,7 @@ impl DeadLetterSink for DeadLetterTopic {
             if let Some(key) = &letter.raw.key {
                 record = record.key(key);
             }
-            deliveries.push(self.producer.send_result(record).map_err(|(e, _)| IngestError::Produce(e))?);
+            deliveries.push(crate::kafka::enqueue(&self.producer, record).await.map_err(IngestError::Produce)?);
         }
         for delivery in deliveries {
             crate::kafka::await_delivery(delivery).await.map_err(IngestError::Produce)?;

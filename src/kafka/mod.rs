@@ -1,9 +1,11 @@
 //! Kafka clients as pcs sets them up, with the reason for each setting beside it, and the
 //! creation of pcs's topics.
 
+mod enqueue;
 mod lines;
 pub mod topics;
 
+pub use enqueue::enqueue;
 pub use lines::{await_delivery, send_lines};
 pub use topics::ensure_topics;
 
