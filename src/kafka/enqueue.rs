@@ -15,9 +15,9 @@ const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(10);
 const QUEUE_FULL_LIMIT: Duration = Duration::from_secs(30);
 
 /// Hands `record` to the producer. librdkafka's local queue holds 100,000 messages by
-/// default; a backlog's batch publishes up to that many scores, and its dead letters share
-/// the producer. Failing on a full queue failed the batch, whose retry met the same full
-/// queue, so the message waits for room instead.
+/// default; a backlog's batch publishes up to that many scores, its dead letters share the
+/// producer, and `pcs produce` sends files of any length. Failing on a full queue failed
+/// the batch, whose retry met the same full queue, so the message waits for room instead.
 pub async fn enqueue<K, P>(
     producer: &FutureProducer,
     mut record: FutureRecord<'_, K, P>,

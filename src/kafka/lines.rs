@@ -2,9 +2,8 @@
 //! what `pcs produce`, the demo loader and the tests do.
 
 use super::KafkaError;
-use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use std::collections::VecDeque;
 
 /// Sends every non-blank line (a trailing `\r` dropped) as it is; returns once all are
 /// acknowledged. A line that is not JSON, or has no partner_id, is sent without a key (the
@@ -15,7 +14,7 @@ pub async fn send_lines(
     lines: impl IntoIterator<Item = Vec<u8>>,
 ) -> Result<usize, KafkaError> {
     let failed = |e: RdKafkaError| KafkaError::Produce { topic: topic.to_owned(), source: e };
-    let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();
+    let mut pending: Vec<DeliveryFuture> = Vec::new();
     let mut sent = 0;
     for mut line in lines {
         if line.last() == Some(&b'\r') {
@@ -27,24 +26,11 @@ pub async fn send_lines(
         let key = serde_json::from_slice::<serde_json::Value>(&line)
             .ok()
             .and_then(|v| v.get("partner_id").and_then(|p| p.as_str()).map(str::to_owned));
-        loop {
-            let mut record = FutureRecord::to(topic).payload(&line);
-            if let Some(key) = &key {
-                record = record.key(key);
-            }
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    pending.push_back(delivery);
-                    break;
-                }
-                // The local queue is full: wait for the oldest delivery, then try again.
-                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => match pending.pop_front() {
-                    Some(oldest) => await_delivery(oldest).await.map_err(failed)?,
-                    None => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-                },
-                Err((e, _)) => return Err(failed(e)),
-            }
+        let mut record = FutureRecord::to(topic).payload(&line);
+        if let Some(key) = &key {
+            record = record.key(key);
         }
+        pending.push(super::enqueue(producer, record).await.map_err(failed)?);
         sent += 1;
     }
     for delivery in pending {
