@@ -306,7 +306,8 @@ async fn main() {
         dedup_window_days: 7,
     };
     let started = Instant::now();
-    let changed = applier.roll_over(pcs::calendar::parse_date("2024-08-01").unwrap(), 1000).await.unwrap();
+    let mut changed = Vec::new();
+    applier.roll_over(pcs::calendar::parse_date("2024-08-01").unwrap(), 1000, &mut changed).await.unwrap();
     let rollover = started.elapsed();
     println!(
         "| day rollover to 2024-08-01 | {stored} partners re-evaluated in {:.1} s ({:.0}/s; 100k would take {:.1} s; target ≤ 30 s) | {} scores changed |",

@@ -52,6 +52,10 @@ pub enum ServiceError {
 /// then not committed, and it is replayed without effect by the next owner).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
+/// How often the rollover task looks at the date (and retries scores it could not publish):
+/// a day's change is published within this of midnight.
+const ROLLOVER_TICK: Duration = Duration::from_secs(10);
+
 /// Runs the service until `shutdown` fires.
 pub async fn serve(mut config: ServeConfig, shutdown: broadcast::Sender<()>) -> Result<(), ServiceError> {
     config.validate()?;
@@ -182,7 +186,8 @@ async fn run<S: StateStore>(
             }
         })
     };
-    let rollover_task = tokio::spawn(run_rollover(Arc::new(applier()), publisher, clock, shutdown.subscribe()));
+    let rollover_task =
+        tokio::spawn(run_rollover(Arc::new(applier()), publisher, clock, ROLLOVER_TICK, shutdown.subscribe()));
 
     tokio::spawn(count_qualified(store.clone(), shutdown.subscribe()));
     let (health, health_service) = tonic_health::server::health_reporter();

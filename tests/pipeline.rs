@@ -500,3 +500,150 @@ async fn scores_reach_the_feed_in_the_order_handed_over_through_a_full_queue() {
     let handed: Vec<String> = (0..202).map(|n| n.to_string()).collect();
     assert_eq!(read, handed);
 }
+
+/// Takes no dead letters: the events given are all good.
+struct NoDeadLetters;
+
+impl pcs::ingest::DeadLetterSink for NoDeadLetters {
+    async fn send(&self, letters: Vec<pcs::ingest::DeadLetter>) -> Result<(), pcs::ingest::IngestError> {
+        panic!("unexpected dead letters: {:?}", letters.iter().map(|l| &l.reason).collect::<Vec<_>>());
+    }
+}
+
+type RedisApplier = std::sync::Arc<pcs::ingest::Applier<pcs::store::RedisStore>>;
+
+fn day(s: &str) -> chrono::NaiveDate {
+    pcs::calendar::parse_date(s).unwrap()
+}
+
+/// Applies one JSON event, from offset `offset` of partition 0, as of `today`.
+async fn apply_line(applier: &RedisApplier, offset: i64, line: &str, today: &str) {
+    let raw = pcs::ingest::RawMessage {
+        source: pcs::store::SourcePartition { topic: "events".into(), partition: 0 },
+        offset,
+        key: None,
+        payload: line.as_bytes().to_vec(),
+        headers: Vec::new(),
+        timestamp_ms: None,
+    };
+    let received = pcs::ingest::Received { event: pcs::events::decode_json(&raw.payload).unwrap(), raw: &raw };
+    applier.apply(day(today), &[received], &NoDeadLetters, &mut Vec::new()).await.unwrap();
+}
+
+/// An applier over a fresh store holding partner P1, whose deployment leaves its window on
+/// 2024-07-20: the rollover to that day changes its score (to version 2).
+async fn rollover_partner(redis: &Redis) -> RedisApplier {
+    let store = pcs::store::RedisStore::connect(&redis.url(), "late", Duration::from_secs(10)).unwrap();
+    let applier = std::sync::Arc::new(pcs::ingest::Applier {
+        store,
+        rules: std::sync::Arc::new(pcs::rules::RuleBook::embedded()),
+        history_days: 400,
+        dedup_window_days: 7,
+    });
+    let deployment = r#"{"type":"deployment","event_id":"d","partner_id":"P1","deployment_id":"x","customer_id":"C","solution_area":"DATA_AI","service":"AKS","attribution":"PAL","deployed_on":"2023-07-20"}"#;
+    apply_line(&applier, 0, deployment, "2024-07-10").await;
+    applier
+}
+
+async fn version_of_p1(applier: &RedisApplier) -> u64 {
+    use pcs::store::StateStore;
+    applier.store.scores(&["P1".to_owned()]).await.unwrap()[0].as_ref().map_or(0, |s| s.version)
+}
+
+/// The rollover task on 2024-07-20, ticking every 200 ms, publishing to `topic` at `bootstrap`
+/// through a producer whose messages time out after a second.
+fn start_rollover(
+    applier: &RedisApplier,
+    bootstrap: &str,
+    topic: &str,
+) -> (tokio::sync::broadcast::Sender<()>, tokio::task::JoinHandle<()>) {
+    let producer: rdkafka::producer::FutureProducer = pcs::kafka::Cluster::new(bootstrap)
+        .producer()
+        .set("message.timeout.ms", "1000")
+        .set("reconnect.backoff.max.ms", "200")
+        .create()
+        .unwrap();
+    let publisher = pcs::feed::ScorePublisher::new(producer, topic.to_owned());
+    let (shutdown, _) = tokio::sync::broadcast::channel(1);
+    let task = tokio::spawn(pcs::ingest::run_rollover(
+        applier.clone(),
+        publisher,
+        pcs::clock::Clock::Fixed(day("2024-07-20")),
+        Duration::from_millis(200),
+        shutdown.subscribe(),
+    ));
+    (shutdown, task)
+}
+
+/// The versions (header `pcs-version`) of every score on `topic`, once at least `expected`
+/// arrived (or `wait` passed), and a second more for any that follow.
+async fn versions_published(bootstrap: &str, topic: &str, expected: usize, wait: Duration) -> Vec<String> {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        read_topic(&bootstrap, &topic, expected, wait);
+        std::thread::sleep(Duration::from_secs(1));
+        read_topic(&bootstrap, &topic, expected + 1, Duration::from_secs(3))
+            .iter()
+            .map(|l| l.header(pcs::feed::VERSION_HEADER).unwrap().to_owned())
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+async fn create_topic(bootstrap: &str, topic: &str) {
+    let spec = pcs::kafka::topics::TopicSpec { name: topic, partitions: 1, compacted: false };
+    pcs::kafka::ensure_topics(&pcs::kafka::Cluster::new(bootstrap), 1, &[spec]).await.unwrap();
+}
+
+/// A rollover score that could not be published is published later from what the store
+/// holds then, not from the score kept: an event changed the partner meanwhile, and ingest
+/// published that newer score, which the older one must not follow onto the compacted topic.
+/// The broker is down for the rollover's first publish and started afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollover_score_published_late_is_the_partners_latest() {
+    let redis = Redis::start();
+    let applier = rollover_partner(&redis).await;
+    assert_eq!(version_of_p1(&applier).await, 1);
+    let port = support::free_port();
+    let topic = "late-scores";
+    let (shutdown, rollover) = start_rollover(&applier, &format!("127.0.0.1:{port}"), topic);
+    wait_until("the rollover's write", Duration::from_secs(20), || async { version_of_p1(&applier).await == 2 }).await;
+    // An event for the partner, applied (and, in the service, published) after the rollover.
+    let acr = r#"{"type":"acr","event_id":"a","partner_id":"P1","customer_id":"C1","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-06","amount_micros":"900000000"}"#;
+    apply_line(&applier, 1, acr, "2024-07-20").await;
+    assert_eq!(version_of_p1(&applier).await, 3);
+    // The rollover's publish fails once its message times out, with no broker to take it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let broker = Broker::start_on(port);
+    create_topic(&broker.bootstrap, topic).await;
+    let versions = versions_published(&broker.bootstrap, topic, 1, Duration::from_secs(60)).await;
+    assert_eq!(versions, ["3"], "only the partner's latest score is published");
+    let _ = shutdown.send(());
+    rollover.await.unwrap();
+}
+
+/// A rollover that wrote a change and stopped before publishing it (a crash) left the
+/// partner in the store's outbox: the next rollover task publishes its score, though the
+/// partner is no longer due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollover_change_left_unpublished_by_a_crash_is_published_by_the_next_run() {
+    use pcs::store::StateStore;
+    let redis = Redis::start();
+    let applier = rollover_partner(&redis).await;
+    // The run that stopped: written, never published.
+    applier.roll_over(day("2024-07-20"), 500, &mut Vec::new()).await.unwrap();
+    assert_eq!(version_of_p1(&applier).await, 2);
+    let broker = Broker::start();
+    let topic = "rollover-scores";
+    create_topic(&broker.bootstrap, topic).await;
+    let (shutdown, rollover) = start_rollover(&applier, &broker.bootstrap, topic);
+    let versions = versions_published(&broker.bootstrap, topic, 1, Duration::from_secs(30)).await;
+    assert_eq!(versions, ["2"]);
+    wait_until("the outbox to empty", Duration::from_secs(10), || async {
+        applier.store.unpublished(10).await.unwrap().is_empty()
+    })
+    .await;
+    let _ = shutdown.send(());
+    rollover.await.unwrap();
+}

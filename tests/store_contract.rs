@@ -61,6 +61,7 @@ contract!(batches_of_many_chunks_written_concurrently_all_count);
 contract!(scores_are_sent_chunk_by_chunk_once_stored);
 contract!(a_batch_failing_midway_counts_each_event_once);
 contract!(rollover_reevaluates_due_partners);
+contract!(a_rollover_notes_its_changes_until_they_are_published);
 contract!(history_is_recorded_backfilled_and_kept);
 
 fn applier<S: StateStore>(store: S) -> Applier<S> {
@@ -346,10 +347,42 @@ async fn rollover_reevaluates_due_partners(store: impl StateStore) {
     let event = raw(0, 0, deployment);
     applier.apply(day("2024-07-10"), &[received(&event)], &letters, &mut Vec::new()).await.unwrap();
     // Nothing is due before the deployment leaves its window on 2024-07-20.
-    assert!(applier.roll_over(day("2024-07-19"), 10).await.unwrap().is_empty());
-    let changed = applier.roll_over(day("2024-07-20"), 10).await.unwrap();
-    assert_eq!(changed.len(), 1, "the deployment aged out");
-    assert!(applier.roll_over(day("2024-07-20"), 10).await.unwrap().is_empty(), "and it is not due again");
+    let applier = &applier;
+    let rolled_over = |today| async move {
+        let mut changed = Vec::new();
+        applier.roll_over(day(today), 10, &mut changed).await.unwrap();
+        changed
+    };
+    assert!(rolled_over("2024-07-19").await.is_empty());
+    assert_eq!(rolled_over("2024-07-20").await.len(), 1, "the deployment aged out");
+    assert!(rolled_over("2024-07-20").await.is_empty(), "and it is not due again");
+}
+
+/// The rollover notes the partners whose scores it changes before writing them, and they
+/// stay noted until the caller has published them; partners are listed in byte order, a
+/// page at a time.
+async fn a_rollover_notes_its_changes_until_they_are_published(store: impl StateStore) {
+    let applier = applier(store);
+    let letters = Letters::default();
+    let deployment = r#"{"type":"deployment","event_id":"d","partner_id":"P1","deployment_id":"x","customer_id":"C","solution_area":"DATA_AI","service":"AKS","attribution":"PAL","deployed_on":"2023-07-20"}"#;
+    let event = raw(0, 0, deployment);
+    applier.apply(day("2024-07-10"), &[received(&event)], &letters, &mut Vec::new()).await.unwrap();
+    assert!(applier.store.unpublished(10).await.unwrap().is_empty(), "ingest publishes its changes itself");
+    let mut changed = Vec::new();
+    applier.roll_over(day("2024-07-19"), 10, &mut changed).await.unwrap();
+    assert!(applier.store.unpublished(10).await.unwrap().is_empty(), "nothing changed");
+    applier.roll_over(day("2024-07-20"), 10, &mut changed).await.unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(applier.store.unpublished(10).await.unwrap(), ["P1"]);
+
+    let others: Vec<String> = ["P3", "P0", "P2"].map(String::from).into();
+    applier.store.note_unpublished(&others).await.unwrap();
+    assert_eq!(applier.store.unpublished(3).await.unwrap(), ["P0", "P1", "P2"]);
+    applier.store.forget_published(&["P1".to_owned(), "P2".to_owned()]).await.unwrap();
+    assert_eq!(applier.store.unpublished(10).await.unwrap(), ["P0", "P3"]);
+    applier.store.forget_published(&[]).await.unwrap();
+    applier.store.forget_published(&others).await.unwrap();
+    assert!(applier.store.unpublished(10).await.unwrap().is_empty());
 }
 
 fn earned(id: &str, who: &str, on: &str) -> String {
@@ -394,7 +427,7 @@ async fn history_is_recorded_backfilled_and_kept(store: impl StateStore) {
     assert_eq!(history(&applier).await.history, stored.history);
     // Days pass: the rollover evaluates the partner on its change days and records them.
     let later = day("2024-08-03");
-    applier.roll_over(later, 100).await.unwrap();
+    applier.roll_over(later, 100, &mut Vec::new()).await.unwrap();
     let rolled = history(&applier).await;
     assert_eq!(rolled.history.evaluated_through(), Some(later));
     let expected = pcs::engine::DaySnapshot::of(&pcs::engine::evaluate("P1", &rolled.state, later, &rules));

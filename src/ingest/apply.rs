@@ -377,18 +377,26 @@ impl<S: StateStore> Applier<S> {
     }
 
     /// Re-evaluates partners whose score may have changed by `today` with no new event
-    /// (a month rollover, a deployment ageing out, a certification expiring). Returns the
-    /// scores that changed.
+    /// (a month rollover, a deployment ageing out, a certification expiring), and adds the
+    /// scores that changed to `changed` as their writes land. On an error, `changed` still
+    /// holds every score written before it: those partners are no longer due. Partners whose
+    /// score changes are noted in the store's outbox before it is written (see
+    /// `StateStore::note_unpublished`): the caller forgets them once it has published their
+    /// scores, so a crash or a failed publish in between leaves them noted, not lost.
     ///
     /// A month boundary makes most partners due at once, so they are read, written and
     /// rescheduled `batch` at a time, one round trip each: a round trip per partner would
     /// bound the rollover by the network instead of the evaluation.
-    pub async fn roll_over(&self, today: NaiveDate, batch: usize) -> Result<Vec<ScoreUpdate>, IngestError> {
-        let mut changed = Vec::new();
+    pub async fn roll_over(
+        &self,
+        today: NaiveDate,
+        batch: usize,
+        changed: &mut Vec<ScoreUpdate>,
+    ) -> Result<(), IngestError> {
         loop {
             let due = self.store.due(today, batch).await?;
             if due.is_empty() {
-                return Ok(changed);
+                return Ok(());
             }
             let requests: Vec<(String, Vec<SourcePartition>)> = due.into_iter().map(|p| (p, Vec::new())).collect();
             let stored = self.store.load(&requests).await?;
@@ -405,6 +413,9 @@ impl<S: StateStore> Applier<S> {
             }
             let reevaluated = parallel::map(work, |(partner_id, stored)| self.reevaluation(partner_id, stored, today));
             let (writes, published): (Vec<PartnerWrite>, Vec<Option<Vec<u8>>>) = reevaluated.into_iter().unzip();
+            let changing: Vec<String> =
+                writes.iter().zip(&published).filter(|(_, p)| p.is_some()).map(|(w, _)| w.partner_id.clone()).collect();
+            self.store.note_unpublished(&changing).await?;
             let outcomes = if writes.is_empty() { Vec::new() } else { self.store.write(&writes).await? };
             let mut contended = Vec::new();
             for ((write, published), outcome) in writes.into_iter().zip(published).zip(outcomes) {
@@ -429,6 +440,25 @@ impl<S: StateStore> Applier<S> {
                 changed.extend(self.reevaluate(&partner_id, today).await?);
             }
         }
+    }
+
+    /// The stored scores of `partners` as they are published, with the shortfall plans a
+    /// score is stored without; partners never written are left out.
+    pub async fn stored_updates(&self, partners: &[String]) -> Result<Vec<ScoreUpdate>, IngestError> {
+        let stored = self.store.scores(partners).await?;
+        let mut updates: Vec<ScoreUpdate> = Vec::with_capacity(partners.len());
+        for (partner_id, stored) in partners.iter().zip(stored) {
+            let Some(stored) = stored else { continue };
+            let score = proto::decode_stored(&stored.score, &self.rules)
+                .map_err(|e| StoreError::Protocol(format!("stored score of partner {partner_id}: {e}")))?;
+            updates.push(ScoreUpdate {
+                partner_id: partner_id.clone(),
+                score: score.encode_to_vec(),
+                version: stored.version,
+                oldest_event_ms: None,
+            });
+        }
+        Ok(updates)
     }
 
     /// A partner's facts pruned and scored as of `today`, as a write conditional on the
@@ -463,6 +493,9 @@ impl<S: StateStore> Applier<S> {
                 return Ok(None);
             }
             let (write, published) = self.reevaluation(partner_id.to_owned(), stored, today);
+            if published.is_some() {
+                self.store.note_unpublished(&[partner_id.to_owned()]).await?;
+            }
             match self.store.write(std::slice::from_ref(&write)).await?.first() {
                 Some(WriteOutcome::Written { version }) => {
                     self.store.reschedule(today, &[(partner_id.to_owned(), write.next_change)]).await?;

@@ -26,10 +26,8 @@ pub use received::{CONTENT_TYPE, DeadLetter, MAX_EVENT_BYTES, PROTOBUF, RawMessa
 
 use crate::clock::Clock;
 use crate::feed::{Deliveries, ScorePublisher};
-use crate::proto;
 use crate::store::{StateStore, StoreError};
 use crate::telemetry::{continue_trace, metrics, record_trace_id};
-use prost::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashSet};
@@ -375,23 +373,9 @@ impl<S: StateStore> Ingest<S> {
         Ok(deliveries)
     }
 
-    /// Publishes the stored scores of replayed partners again (at-least-once feed), with the
-    /// shortfall plans a score is stored without.
+    /// Publishes the stored scores of replayed partners again (at-least-once feed).
     async fn republish(&self, partners: &[String]) -> Result<(), IngestError> {
-        let stored = self.applier.store.scores(partners).await?;
-        let mut updates: Vec<ScoreUpdate> = Vec::with_capacity(partners.len());
-        for (partner_id, stored) in partners.iter().zip(stored) {
-            let Some(stored) = stored else { continue };
-            let score = proto::decode_stored(&stored.score, &self.applier.rules)
-                .map_err(|e| StoreError::Protocol(format!("stored score of partner {partner_id}: {e}")))?;
-            updates.push(ScoreUpdate {
-                partner_id: partner_id.clone(),
-                score: score.encode_to_vec(),
-                version: stored.version,
-                oldest_event_ms: None,
-            });
-        }
-        self.publisher.publish(&updates).await
+        self.publisher.publish(&self.applier.stored_updates(partners).await?).await
     }
 
     /// Commits the next offset of every owned partition in the batch.
@@ -417,40 +401,67 @@ impl<S: StateStore> Ingest<S> {
     }
 }
 
+/// Partners of the rollover's outbox published at a time.
+const NOTED_PAGE: usize = 1000;
+
 /// Re-evaluates partners whose scores change with the date, at start-up and whenever the
-/// date changes, and publishes the changes. A change is written before it is published, so
-/// changes that could not be published yet are kept and published first on the next tick.
+/// date changes (looking every `tick`), and publishes the changes. A change is noted in the
+/// store's outbox, written, published, then forgotten. On every tick, partners still noted
+/// (a publish failed, or an instance stopped between write and publish) are published
+/// from what the store holds then, not from a score kept: an event may have changed such a
+/// partner meanwhile, and ingest published that newer score, which an older one must not
+/// follow onto the compacted topic.
 pub async fn run_rollover<S: StateStore>(
     applier: Arc<Applier<S>>,
     publisher: ScorePublisher,
     clock: Clock,
+    tick: Duration,
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let mut done_for = None;
-    let mut unpublished: Vec<ScoreUpdate> = Vec::new();
     loop {
+        if let Err(e) = publish_noted(&applier, &publisher).await {
+            tracing::error!(error = %e, "publishing the rollover's unpublished scores failed; will retry");
+        }
         let today = clock.today();
         if done_for != Some(today) {
-            match applier.roll_over(today, 500).await {
-                Ok(changed) => {
-                    if !changed.is_empty() {
-                        tracing::info!(%today, changed = changed.len(), "date rollover re-evaluated partners");
-                    }
-                    unpublished.extend(changed);
-                    done_for = Some(today);
-                }
+            let mut changed = Vec::new();
+            match applier.roll_over(today, 500, &mut changed).await {
+                Ok(()) => done_for = Some(today),
                 Err(e) => tracing::error!(error = %e, "date rollover failed; will retry"),
             }
-        }
-        if !unpublished.is_empty() {
-            match publisher.publish(&unpublished).await {
-                Ok(()) => unpublished.clear(),
-                Err(e) => tracing::error!(error = %e, "publishing rollover scores failed; will retry"),
+            if !changed.is_empty() {
+                tracing::info!(%today, changed = changed.len(), "date rollover re-evaluated partners");
+                let partners: Vec<String> = changed.iter().map(|u| u.partner_id.clone()).collect();
+                let published = publisher.publish(&changed).await;
+                drop(changed);
+                match published {
+                    Ok(()) => {
+                        if let Err(e) = applier.store.forget_published(&partners).await {
+                            tracing::warn!(error = %e, "the rollover's published scores stay noted; they will be published again");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "publishing rollover scores failed; will retry from the store")
+                    }
+                }
             }
         }
         tokio::select! {
             _ = shutdown.recv() => return,
-            _ = sleep(Duration::from_secs(10)) => {}
+            _ = sleep(tick) => {}
         }
+    }
+}
+
+/// Publishes the stored scores of the partners in the rollover's outbox, and forgets them.
+async fn publish_noted<S: StateStore>(applier: &Applier<S>, publisher: &ScorePublisher) -> Result<(), IngestError> {
+    loop {
+        let noted = applier.store.unpublished(NOTED_PAGE).await?;
+        if noted.is_empty() {
+            return Ok(());
+        }
+        publisher.publish(&applier.stored_updates(&noted).await?).await?;
+        applier.store.forget_published(&noted).await?;
     }
 }

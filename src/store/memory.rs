@@ -4,7 +4,7 @@
 use super::{PartnerWrite, SourcePartition, StateStore, StoreError, StoredPartner, StoredScore, WriteOutcome};
 use crate::engine::PartnerState;
 use chrono::NaiveDate;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Default)]
@@ -16,6 +16,7 @@ pub struct MemoryStore {
 struct Inner {
     partners: BTreeMap<String, Partner>,
     due: HashMap<String, NaiveDate>,
+    unpublished: BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -124,6 +125,23 @@ impl StateStore for MemoryStore {
                 }
                 _ => {}
             }
+        }
+        Ok(())
+    }
+
+    async fn note_unpublished(&self, partners: &[String]) -> Result<(), StoreError> {
+        self.lock().unpublished.extend(partners.iter().cloned());
+        Ok(())
+    }
+
+    async fn unpublished(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        Ok(self.lock().unpublished.iter().take(limit).cloned().collect())
+    }
+
+    async fn forget_published(&self, partners: &[String]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for partner_id in partners {
+            inner.unpublished.remove(partner_id);
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
-//! The Redis store. One hash per partner (`<prefix>:{<partner_id>}`), plus two index keys
+//! The Redis store. One hash per partner (`<prefix>:{<partner_id>}`), plus three index keys
 //! that are never touched together with a partner key: `<prefix>:partners` (ids, for
-//! listing) and `<prefix>:due` (the day each partner's score next changes by itself).
+//! listing), `<prefix>:due` (the day each partner's score next changes by itself) and
+//! `<prefix>:unpublished` (the rollover's changes not yet published).
 
 use super::{PartnerWrite, SourcePartition, StateStore, StoreError, StoredPartner, StoredScore, WriteOutcome};
 use crate::engine::PartnerState;
@@ -168,6 +169,19 @@ impl RedisStore {
 
     fn due_key(&self) -> String {
         format!("{}:due", self.prefix)
+    }
+
+    fn unpublished_key(&self) -> String {
+        format!("{}:unpublished", self.prefix)
+    }
+
+    /// A command per `INDEX_CHUNK` of `partners`, all in one round trip.
+    async fn run_chunked(&self, partners: &[String], command: impl Fn(&[String]) -> Cmd) -> Result<(), StoreError> {
+        if partners.is_empty() {
+            return Ok(());
+        }
+        let commands = partners.chunks(INDEX_CHUNK).map(command).collect();
+        self.connection.run(commands).await.map(drop).map_err(unavailable)
     }
 
     fn offset_field(source: &SourcePartition) -> String {
@@ -396,5 +410,32 @@ impl StateStore for RedisStore {
                 .collect()
         };
         self.run_with_scripts(commands).await.map(drop)
+    }
+
+    async fn note_unpublished(&self, partners: &[String]) -> Result<(), StoreError> {
+        let key = self.unpublished_key();
+        self.run_chunked(partners, |chunk| {
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(&key).arg("NX");
+            for partner_id in chunk {
+                cmd.arg(0).arg(partner_id);
+            }
+            cmd
+        })
+        .await
+    }
+
+    async fn unpublished(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.range("ZRANGEBYLEX", self.unpublished_key(), "-".to_owned(), "+".to_owned(), limit).await
+    }
+
+    async fn forget_published(&self, partners: &[String]) -> Result<(), StoreError> {
+        let key = self.unpublished_key();
+        self.run_chunked(partners, |chunk| {
+            let mut cmd = redis::cmd("ZREM");
+            cmd.arg(&key).arg(chunk);
+            cmd
+        })
+        .await
     }
 }

@@ -224,7 +224,11 @@ impl Broker {
         if let Ok(bootstrap) = std::env::var("PCS_TEST_KAFKA") {
             return Broker { bootstrap, child: None };
         }
-        let port = free_port();
+        Broker::start_on(free_port())
+    }
+
+    /// tansu on `port`: a test that has clients waiting for a broker there starts it late.
+    pub fn start_on(port: u16) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let mut child = Command::new(tansu_path())
             .args([
