@@ -1,6 +1,7 @@
 //! Scoring-core speed: applying events to partner state, evaluating a large partner and a
-//! small one (which qualifies for nothing, so every designation works out a shortfall), and
-//! bringing the large partner's history up to date after a year-old fact.
+//! small one (which qualifies for nothing, so every designation works out a shortfall),
+//! encoding the small one's score, and bringing the large partner's history up to date
+//! after a year-old fact.
 //!   cargo bench --bench engine
 //! Targets (issue 2): apply ≥ 2M events/s on one core; evaluate the large partner ≤ 20 µs.
 
@@ -128,6 +129,38 @@ fn evaluate_small(c: &mut Criterion) {
     });
 }
 
+/// The small partner's score into its protobuf form and bytes, as the applier publishes and
+/// stores it (plans spliced in from their kept encoding, the stored form beside), and,
+/// for comparison, converted and encoded whole by prost alone.
+fn encode_small(c: &mut Criterion) {
+    let mut partners = Partners::default();
+    for e in mixed_events(20_000, 1_000).iter().filter(|e| e.partner_id == "P7") {
+        partners.apply(e).unwrap();
+    }
+    let rules = RuleBook::embedded();
+    let as_of = NaiveDate::from_ymd_opt(2024, 7, 10).unwrap();
+    let report = evaluate("P7", partners.get("P7").expect("P7 has events"), as_of, &rules);
+    let mut group = c.benchmark_group("encode: 20 events, unqualified everywhere");
+    group.bench_function("whole and as stored, plans spliced", |b| {
+        b.iter_batched(
+            || report.clone(),
+            |mut report| {
+                let plans: Vec<_> = report.designations.iter_mut().map(|d| d.shortfall.take()).collect();
+                pcs::proto::encode_score(&mut pcs::proto::PartnerScore::from(report), &plans)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("whole, by prost", |b| {
+        b.iter_batched(
+            || report.clone(),
+            |report| prost::Message::encode_to_vec(&pcs::proto::PartnerScore::from(report)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
 /// Bringing the large partner's history up to date from a year ago, as a fact of that age
 /// makes the applier do: every day its score can change since then is evaluated, the past
 /// ones for their points.
@@ -149,5 +182,5 @@ fn decode_json_line(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, apply, evaluate_large, evaluate_small, history_backfill, decode_json_line);
+criterion_group!(benches, apply, evaluate_large, evaluate_small, encode_small, history_backfill, decode_json_line);
 criterion_main!(benches);

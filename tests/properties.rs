@@ -115,13 +115,18 @@ proptest! {
         }
     }
 
-    /// Scores are stored without their shortfall plans and served with plans worked out
-    /// again from the subcategory scores (under a new rule book, so no kept plan answers):
-    /// they must be the plans the evaluation gave.
+    /// Scores are encoded whole with their plans spliced in, and stored without them: both
+    /// encodings must be prost's own. A stored score is served with plans worked out again
+    /// from the subcategory scores (under a new rule book, so no kept plan answers): they
+    /// must be the plans the evaluation gave.
     #[test]
     fn a_score_stored_without_plans_is_served_with_the_same_plans(events in stream(), as_of in as_of()) {
-        let whole = pcs::proto::PartnerScore::from(evaluate("P", &state_of(&events), as_of, &RuleBook::embedded()));
-        let stored = pcs::proto::without_shortfalls(&whole.encode_to_vec()).unwrap();
+        let mut report = evaluate("P", &state_of(&events), as_of, &RuleBook::embedded());
+        let whole = pcs::proto::PartnerScore::from(report.clone());
+        let plans: Vec<_> = report.designations.iter_mut().map(|d| d.shortfall.take()).collect();
+        let encoded = pcs::proto::encode_score(&mut report.into(), &plans);
+        prop_assert_eq!(&encoded.whole, &whole.encode_to_vec());
+        let stored = encoded.stored;
         let mut cleared = whole.clone();
         for d in &mut cleared.designations {
             d.shortfall = None;

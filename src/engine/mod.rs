@@ -34,6 +34,7 @@ pub use state::{Applied, PartnerState, StateError};
 use crate::calendar::{Month, last_complete_month};
 use crate::rules::{Designation, Path, QualificationRule, RuleBook, RuleSet, Subcategory};
 use chrono::NaiveDate;
+use std::sync::Arc;
 
 /// What every subcategory rule evaluates against: computed once per evaluation.
 pub(crate) struct Context<'a> {
@@ -152,7 +153,7 @@ pub fn shortfall_of(
     path: Path,
     as_of: NaiveDate,
     rules: &RuleBook,
-) -> Option<Shortfall> {
+) -> Option<Arc<Shortfall>> {
     let set = rules.for_date(as_of);
     let (index, designation) = set.designations.iter().enumerate().find(|(_, d)| d.name == name)?;
     let same_rules = designation.subcategories.len() == subcategories.len()

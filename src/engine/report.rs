@@ -8,6 +8,7 @@ use crate::calendar::Month;
 use crate::rules::Path;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartnerScore {
@@ -34,9 +35,10 @@ pub struct DesignationScore {
     pub total: u32,
     pub qualified: bool,
     pub subcategories: Vec<SubcategoryScore>,
-    /// What is missing to qualify; absent when qualified.
+    /// What is missing to qualify; absent when qualified. Shared: partners in the same
+    /// standing get the same plan (see `shortfall::plan`), and its encoding is kept by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shortfall: Option<Shortfall>,
+    pub shortfall: Option<Arc<Shortfall>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

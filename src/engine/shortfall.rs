@@ -92,18 +92,18 @@ pub(crate) fn plan(
     scores: &[SubcategoryScore],
     total: u32,
     ctx: &Scene,
-) -> Shortfall {
+) -> Arc<Shortfall> {
     let key = PlanKey::of(index, designation, scores, ctx);
     let known = PLANS.lock().unwrap_or_else(PoisonError::into_inner).get(&key).cloned();
     if let Some(known) = known {
-        return Shortfall::clone(&known);
+        return known;
     }
-    let worked_out = work_out(designation, scores, total, ctx);
+    let worked_out = Arc::new(work_out(designation, scores, total, ctx));
     let mut plans = PLANS.lock().unwrap_or_else(PoisonError::into_inner);
     if plans.len() >= PLANS_KEPT {
         plans.clear();
     }
-    plans.insert(key, Arc::new(worked_out.clone()));
+    plans.insert(key, Arc::clone(&worked_out));
     worked_out
 }
 

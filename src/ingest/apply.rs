@@ -333,18 +333,19 @@ impl<S: StateStore> Applier<S> {
     ) -> Assessed {
         let before = history.clone();
         let oldest = self.history_start(today);
-        let score = history.record(partner_id, state, affected_from, oldest, today, &self.rules);
+        let mut score = history.record(partner_id, state, affected_from, oldest, today, &self.rules);
         history.prune(oldest);
         let (forecast, warnings) = forecast_with_warnings(state, &score, today, &self.rules);
+        // The plans are shared and their encoding kept: spliced in, not converted and encoded.
+        let plans: Vec<_> = score.designations.iter_mut().map(|d| d.shortfall.take()).collect();
         let mut message = proto::PartnerScore::from(score);
         message.qualification_windows = proto::qualification_windows(&history, today);
         message.forecast = Some(proto::ScoreForecast::of(partner_id, &forecast, &warnings));
-        // Encoded once, whole, and the stored form and the score's digest taken from those
-        // bytes: nearly every assessed score has changed and is published whole, and a
-        // second encoding cost as much as the first.
-        let whole = message.encode_to_vec();
+        // Encoded once, whole and as stored, and the score's digest taken from those bytes:
+        // nearly every assessed score has changed and is published whole, and a second
+        // encoding cost as much as the first.
+        let proto::EncodedScore { whole, stored } = proto::encode_score(&mut message, &plans);
         let well_formed = "prost's own encoding of a score is well-formed";
-        let stored = proto::without_shortfalls(&whole).expect(well_formed);
         // What makes a change worth publishing: the score itself, a warning appearing or
         // going, a window gaining or losing its qualification. Projected totals and days
         // left move daily and are read, not pushed.

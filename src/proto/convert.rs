@@ -5,6 +5,7 @@ use super as pb;
 use crate::calendar::{Month, parse_date};
 use crate::engine as en;
 use crate::rules::{Path, RuleBook};
+use std::sync::Arc;
 
 /// Why a `PartnerScore` from the wire cannot be read back.
 #[derive(Debug, thiserror::Error)]
@@ -15,8 +16,9 @@ fn saturate(v: i128) -> i64 {
     i64::try_from(v).unwrap_or(if v > 0 { i64::MAX } else { i64::MIN })
 }
 
-/// By value: the report's strings (a designation's plan above all) move into the message
-/// instead of being copied, and every assessed partner is converted.
+/// By value: the report's strings move into the message instead of being copied, and every
+/// assessed partner is converted. The plans are shared, so they are copied; the service's
+/// scoring takes them out first and splices in their kept encoding (see `encode_score`).
 impl From<en::PartnerScore> for pb::PartnerScore {
     fn from(s: en::PartnerScore) -> Self {
         pb::PartnerScore {
@@ -158,24 +160,28 @@ fn designation_to_pb(d: en::DesignationScore) -> pb::DesignationScore {
         total: d.total,
         qualified: d.qualified,
         subcategories: d.subcategories.into_iter().map(subcategory_to_pb).collect(),
-        shortfall: d.shortfall.map(shortfall_to_pb),
+        shortfall: d.shortfall.as_deref().map(shortfall_to_pb),
     }
 }
 
-fn shortfall_to_pb(f: en::Shortfall) -> pb::Shortfall {
+pub(super) fn shortfall_to_pb(f: &en::Shortfall) -> pb::Shortfall {
     pb::Shortfall {
         points_needed: f.points_needed,
-        empty_subcategories: f.empty_subcategories,
+        empty_subcategories: f.empty_subcategories.clone(),
         steps: f
             .steps
-            .into_iter()
-            .map(|s| pb::ShortfallStep { subcategory: s.subcategory, action: s.action, points: s.points })
+            .iter()
+            .map(|s| pb::ShortfallStep {
+                subcategory: s.subcategory.clone(),
+                action: s.action.clone(),
+                points: s.points,
+            })
             .collect(),
-        summary: f.summary,
+        summary: f.summary.clone(),
     }
 }
 
-/// A score as stored (see [`super::without_shortfalls`]), decoded and with its plans worked out again.
+/// A score as stored (see [`super::encode_score`]), decoded and with its plans worked out again.
 pub fn decode_stored(bytes: &[u8], rules: &RuleBook) -> Result<pb::PartnerScore, MalformedScore> {
     use prost::Message;
     let mut score = pb::PartnerScore::decode(bytes).map_err(|e| MalformedScore(e.to_string()))?;
@@ -183,7 +189,7 @@ pub fn decode_stored(bytes: &[u8], rules: &RuleBook) -> Result<pb::PartnerScore,
     Ok(score)
 }
 
-/// Works out again the plans [`super::without_shortfalls`] took out, under the rule set in force on
+/// Works out again the plans a stored score is without, under the rule set in force on
 /// the score's day: the plans `evaluate` gave. A score stored with its plans (before they
 /// were taken out) keeps them.
 pub fn restore_shortfalls(score: &mut pb::PartnerScore, rules: &RuleBook) -> Result<(), MalformedScore> {
@@ -192,7 +198,8 @@ pub fn restore_shortfalls(score: &mut pb::PartnerScore, rules: &RuleBook) -> Res
     let path = path_from_pb(score.path).ok_or_else(|| bad("path"))?;
     for d in score.designations.iter_mut().filter(|d| !d.qualified && d.shortfall.is_none()) {
         let subcategories = d.subcategories.iter().map(subcategory_from_pb).collect::<Result<Vec<_>, _>>()?;
-        d.shortfall = en::shortfall_of(&d.designation, &subcategories, path, as_of, rules).map(shortfall_to_pb);
+        d.shortfall =
+            en::shortfall_of(&d.designation, &subcategories, path, as_of, rules).as_deref().map(shortfall_to_pb);
     }
     Ok(())
 }
@@ -283,19 +290,21 @@ fn designation_from_pb(d: &pb::DesignationScore) -> Result<en::DesignationScore,
         total: d.total,
         qualified: d.qualified,
         subcategories: d.subcategories.iter().map(subcategory_from_pb).collect::<Result<_, _>>()?,
-        shortfall: d.shortfall.as_ref().map(|f| en::Shortfall {
-            points_needed: f.points_needed,
-            empty_subcategories: f.empty_subcategories.clone(),
-            steps: f
-                .steps
-                .iter()
-                .map(|s| en::ShortfallStep {
-                    subcategory: s.subcategory.clone(),
-                    action: s.action.clone(),
-                    points: s.points,
-                })
-                .collect(),
-            summary: f.summary.clone(),
+        shortfall: d.shortfall.as_ref().map(|f| {
+            Arc::new(en::Shortfall {
+                points_needed: f.points_needed,
+                empty_subcategories: f.empty_subcategories.clone(),
+                steps: f
+                    .steps
+                    .iter()
+                    .map(|s| en::ShortfallStep {
+                        subcategory: s.subcategory.clone(),
+                        action: s.action.clone(),
+                        points: s.points,
+                    })
+                    .collect(),
+                summary: f.summary.clone(),
+            })
         }),
     })
 }

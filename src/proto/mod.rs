@@ -23,7 +23,7 @@ pub use convert::{MalformedScore, decode_stored, qualification_windows, restore_
 pub use digest::score_digest;
 pub use qualified::{DesignationQualified, QualifiedView};
 pub use score_changed::ScoreChangedWire;
-pub use stored::without_shortfalls;
+pub use stored::{EncodedScore, encode_score};
 
 /// A real evaluation of a partner with one $5,000 ACR line, as of 2024-07-10: it qualifies
 /// for nothing, so every designation carries a shortfall plan.

@@ -1,13 +1,20 @@
-//! The score as stored: a `PartnerScore`'s encoding without its shortfall plans.
+//! A score's two encodings, made in one pass: whole, as published, and as stored, without
+//! its shortfall plans.
 //!
 //! A plan is three quarters of a score's bytes, and it follows from the subcategory scores
-//! beside it (see `restore_shortfalls`), so Redis keeps scores without them. The plans are
-//! cut out of the whole encoding, which is published anyway, field by field: encoding the
-//! score a second time without them cost as much as the first encoding, and every scored
-//! partner paid it.
+//! beside it (see `restore_shortfalls`), so Redis keeps scores without them. Plans are
+//! shared between partners in the same standing (see `engine::shortfall::plan`), and so is
+//! their encoding here: converting and encoding each partner's plans anew was a third of
+//! the cost of encoding a score that qualifies for nothing, and cutting them out of the
+//! whole encoding afterwards for the stored form another pass over it.
 
 use super::MalformedScore;
+use super::convert::shortfall_to_pb;
+use crate::engine::Shortfall;
+use prost::Message;
 use prost::encoding::{WireType, decode_key, decode_varint, encode_key, encode_varint};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 /// `PartnerScore.designations` and `.forecast`.
 pub(super) const DESIGNATIONS: u32 = 6;
@@ -15,33 +22,75 @@ pub(super) const FORECAST: u32 = 8;
 /// `DesignationScore.shortfall`.
 const SHORTFALL: u32 = 5;
 
-/// `score` (an encoded `PartnerScore`) with every designation's shortfall left out; every
-/// other field is copied as it is, in its order.
-pub fn without_shortfalls(score: &[u8]) -> Result<Vec<u8>, MalformedScore> {
-    let mut out = Vec::with_capacity(score.len() / 2);
-    let mut rest = score;
-    while !rest.is_empty() {
-        let field = next_field(&mut rest)?;
-        match field.payload {
-            Some(designation) if field.number == DESIGNATIONS => {
-                let mut kept: Vec<&[u8]> = Vec::new();
-                let mut inner = designation;
-                while !inner.is_empty() {
-                    let f = next_field(&mut inner)?;
-                    if f.number != SHORTFALL {
-                        kept.push(f.bytes);
-                    }
-                }
-                encode_key(DESIGNATIONS, WireType::LengthDelimited, &mut out);
-                encode_varint(kept.iter().map(|f| f.len() as u64).sum(), &mut out);
-                for f in kept {
-                    out.extend_from_slice(f);
-                }
-            }
-            _ => out.extend_from_slice(field.bytes),
+/// Each plan encoded as a `DesignationScore.shortfall` field (key, length, message), by the
+/// address of the plan it encodes. The entry holds the plan, so the address is not reused
+/// while it is kept. Bounded like the engine's plans, and emptied when full.
+static PLAN_FIELDS: LazyLock<Mutex<HashMap<usize, (Arc<Shortfall>, Arc<[u8]>)>>> = LazyLock::new(Mutex::default);
+const PLAN_FIELDS_KEPT: usize = 8192;
+
+/// A score encoded whole (published) and without its plans (stored).
+pub struct EncodedScore {
+    pub whole: Vec<u8>,
+    pub stored: Vec<u8>,
+}
+
+/// Encodes `score`, whose designations carry no shortfall, with `plans[i]` as the shortfall
+/// of designation `i`. The bytes are prost's own: fields in number order, the shortfall
+/// (`DesignationScore`'s last field) at the end of its designation. `PartnerScore`'s fields
+/// up to `designations` go first, then the designations, then the fields after them;
+/// `score` is left as it was.
+pub fn encode_score(score: &mut super::PartnerScore, plans: &[Option<Arc<Shortfall>>]) -> EncodedScore {
+    let designations = std::mem::take(&mut score.designations);
+    let mut after = super::PartnerScore {
+        qualification_windows: std::mem::take(&mut score.qualification_windows),
+        forecast: score.forecast.take(),
+        ..Default::default()
+    };
+    // Guessed, not measured: working out the lengths is a walk over the whole score.
+    let mut whole = Vec::with_capacity(1024 + designations.len() * 1024);
+    let mut stored = Vec::with_capacity(1024 + designations.len() * 256);
+    score.encode_raw(&mut whole);
+    stored.extend_from_slice(&whole);
+    for (i, designation) in designations.iter().enumerate() {
+        debug_assert!(designation.shortfall.is_none(), "plans are spliced in, not encoded");
+        let plan = plans.get(i).and_then(Option::as_ref).map(plan_field);
+        let len = designation.encoded_len();
+        let plan_len = plan.as_ref().map_or(0, |p| p.len());
+        encode_key(DESIGNATIONS, WireType::LengthDelimited, &mut whole);
+        encode_varint((len + plan_len) as u64, &mut whole);
+        let at = whole.len();
+        designation.encode_raw(&mut whole);
+        encode_key(DESIGNATIONS, WireType::LengthDelimited, &mut stored);
+        encode_varint(len as u64, &mut stored);
+        stored.extend_from_slice(&whole[at..]);
+        if let Some(plan) = plan {
+            whole.extend_from_slice(&plan);
         }
     }
-    Ok(out)
+    let at = whole.len();
+    after.encode_raw(&mut whole);
+    stored.extend_from_slice(&whole[at..]);
+    score.designations = designations;
+    score.qualification_windows = std::mem::take(&mut after.qualification_windows);
+    score.forecast = after.forecast;
+    EncodedScore { whole, stored }
+}
+
+/// `plan` encoded as a shortfall field, from the kept encodings or encoded and kept.
+fn plan_field(plan: &Arc<Shortfall>) -> Arc<[u8]> {
+    let address = Arc::as_ptr(plan) as usize;
+    if let Some((_, field)) = PLAN_FIELDS.lock().unwrap_or_else(PoisonError::into_inner).get(&address) {
+        return Arc::clone(field);
+    }
+    let mut field = Vec::new();
+    prost::encoding::message::encode(SHORTFALL, &shortfall_to_pb(plan), &mut field);
+    let field: Arc<[u8]> = field.into();
+    let mut kept = PLAN_FIELDS.lock().unwrap_or_else(PoisonError::into_inner);
+    if kept.len() >= PLAN_FIELDS_KEPT {
+        kept.clear();
+    }
+    kept.insert(address, (Arc::clone(plan), Arc::clone(&field)));
+    field
 }
 
 /// One encoded field.
@@ -94,24 +143,52 @@ pub(super) fn next_field<'a>(rest: &mut &'a [u8]) -> Result<Field<'a>, Malformed
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::Message;
+    use crate::engine::{PartnerState, evaluate};
+    use crate::rules::RuleBook;
 
-    /// The bytes are those of the score encoded with its plans cleared, so a wrong field
-    /// number cannot pass unseen.
-    #[test]
-    fn is_the_score_encoded_without_its_plans() {
-        let whole = crate::proto::one_acr_line_score();
-        assert!(whole.designations.iter().all(|d| d.shortfall.is_some()));
-        let mut cleared = whole.clone();
-        for d in &mut cleared.designations {
-            d.shortfall = None;
-        }
-        assert_eq!(without_shortfalls(&whole.encode_to_vec()).unwrap(), cleared.encode_to_vec());
+    /// The plans out of a report, and the report converted without them.
+    fn split(report: crate::engine::PartnerScore) -> (super::super::PartnerScore, Vec<Option<Arc<Shortfall>>>) {
+        let mut report = report;
+        let plans = report.designations.iter_mut().map(|d| d.shortfall.take()).collect();
+        (report.into(), plans)
     }
 
+    /// Both encodings are prost's own of the score with and without its plans, with a
+    /// designation that has none, and with plans whose encoding is already kept (the second
+    /// round): a wrong field number or length cannot pass unseen.
     #[test]
-    fn truncated_input_is_malformed() {
-        let bytes = crate::proto::one_acr_line_score().encode_to_vec();
-        assert!(without_shortfalls(&bytes[..bytes.len() - 1]).is_err());
+    fn are_the_score_encoded_with_and_without_its_plans() {
+        let rules = RuleBook::embedded();
+        let as_of = crate::calendar::parse_date("2024-07-15").unwrap();
+        let lines = [
+            r#"{"type":"acr","event_id":"a","partner_id":"P","customer_id":"C1","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-06","amount_micros":"900000000"}"#,
+            r#"{"type":"deployment","event_id":"d","partner_id":"P","deployment_id":"x","customer_id":"C1","solution_area":"INFRASTRUCTURE","service":"AKS","attribution":"PAL","deployed_on":"2024-05-20"}"#,
+        ];
+        let mut state = PartnerState::default();
+        for round in 0..2 {
+            for line in lines {
+                state.apply(&crate::events::decode_json(line.as_bytes()).unwrap()).unwrap();
+                let report = evaluate("P", &state, as_of, &rules);
+                let mut whole = super::super::PartnerScore::from(report.clone());
+                whole.forecast = Some(super::super::ScoreForecast { on: "2024-08-01".into(), ..Default::default() });
+                whole.qualification_windows =
+                    vec![super::super::QualificationWindow { designation: "DATA_AI".into(), ..Default::default() }];
+                assert!(whole.designations.iter().all(|d| d.shortfall.is_some()), "round {round}");
+                // A designation without a plan, as a qualified one is.
+                whole.designations[1].shortfall = None;
+                let mut cleared = whole.clone();
+                for d in &mut cleared.designations {
+                    d.shortfall = None;
+                }
+                let (mut message, mut plans) = split(report);
+                plans[1] = None;
+                message.forecast = whole.forecast.clone();
+                message.qualification_windows = whole.qualification_windows.clone();
+                let encoded = encode_score(&mut message, &plans);
+                assert_eq!(encoded.whole, whole.encode_to_vec(), "round {round}");
+                assert_eq!(encoded.stored, cleared.encode_to_vec(), "round {round}");
+            }
+            state = PartnerState::default();
+        }
     }
 }
