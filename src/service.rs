@@ -9,7 +9,7 @@ use crate::clock::Clock;
 use crate::config::{ConfigError, ServeConfig};
 use crate::demo::{BUNDLED, DEMO_AS_OF};
 use crate::feed::{ScorePublisher, WatchHub};
-use crate::ingest::{Applier, DeadLetterTopic, Ingest, IngestContext, IngestStatus, run_rollover};
+use crate::ingest::{Applier, DeadLetterTopic, Ingest, IngestContext, IngestStatus, RolloverTiming, run_rollover};
 use crate::kafka::{self, Cluster, KafkaError, ensure_topics, topics::TopicSpec};
 use crate::playground::Playground;
 use crate::proto::{self, server::partner_score_service_server::PartnerScoreServiceServer};
@@ -52,9 +52,12 @@ pub enum ServiceError {
 /// then not committed, and it is replayed without effect by the next owner).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
-/// How often the rollover task looks at the date (and retries scores it could not publish):
-/// a day's change is published within this of midnight.
-const ROLLOVER_TICK: Duration = Duration::from_secs(10);
+/// The rollover task looks at the date (and retries scores it could not publish) every 10 s,
+/// so a day's changes are published within that of midnight. A change noted and not
+/// published for 10 minutes, well past the minutes a month's rollover of a million partners
+/// takes, was left by an instance that stopped, and any instance publishes it.
+const ROLLOVER_TIMING: RolloverTiming =
+    RolloverTiming { tick: Duration::from_secs(10), stale_after: Duration::from_secs(600) };
 
 /// Runs the service until `shutdown` fires.
 pub async fn serve(mut config: ServeConfig, shutdown: broadcast::Sender<()>) -> Result<(), ServiceError> {
@@ -187,7 +190,7 @@ async fn run<S: StateStore>(
         })
     };
     let rollover_task =
-        tokio::spawn(run_rollover(Arc::new(applier()), publisher, clock, ROLLOVER_TICK, shutdown.subscribe()));
+        tokio::spawn(run_rollover(Arc::new(applier()), publisher, clock, ROLLOVER_TIMING, shutdown.subscribe()));
 
     tokio::spawn(count_qualified(store.clone(), shutdown.subscribe()));
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -550,12 +550,14 @@ async fn version_of_p1(applier: &RedisApplier) -> u64 {
     applier.store.scores(&["P1".to_owned()]).await.unwrap()[0].as_ref().map_or(0, |s| s.version)
 }
 
-/// The rollover task on 2024-07-20, ticking every 200 ms, publishing to `topic` at `bootstrap`
-/// through a producer whose messages time out after a second.
+/// The rollover task on 2024-07-20, ticking every 200 ms and publishing changes noted longer
+/// than `stale_after` ago, publishing to `topic` at `bootstrap` through a producer whose
+/// messages time out after a second.
 fn start_rollover(
     applier: &RedisApplier,
     bootstrap: &str,
     topic: &str,
+    stale_after: Duration,
 ) -> (tokio::sync::broadcast::Sender<()>, tokio::task::JoinHandle<()>) {
     let producer: rdkafka::producer::FutureProducer = pcs::kafka::Cluster::new(bootstrap)
         .producer()
@@ -569,7 +571,7 @@ fn start_rollover(
         applier.clone(),
         publisher,
         pcs::clock::Clock::Fixed(day("2024-07-20")),
-        Duration::from_millis(200),
+        pcs::ingest::RolloverTiming { tick: Duration::from_millis(200), stale_after },
         shutdown.subscribe(),
     ));
     (shutdown, task)
@@ -599,7 +601,8 @@ async fn create_topic(bootstrap: &str, topic: &str) {
 /// A rollover score that could not be published is published later from what the store
 /// holds then, not from the score kept: an event changed the partner meanwhile, and ingest
 /// published that newer score, which the older one must not follow onto the compacted topic.
-/// The broker is down for the rollover's first publish and started afterwards.
+/// The broker is down for the rollover's first publish and started afterwards; the task
+/// retries its own changes, not waiting for them to count as left by a stopped instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollover_score_published_late_is_the_partners_latest() {
     let redis = Redis::start();
@@ -607,7 +610,7 @@ async fn a_rollover_score_published_late_is_the_partners_latest() {
     assert_eq!(version_of_p1(&applier).await, 1);
     let port = support::free_port();
     let topic = "late-scores";
-    let (shutdown, rollover) = start_rollover(&applier, &format!("127.0.0.1:{port}"), topic);
+    let (shutdown, rollover) = start_rollover(&applier, &format!("127.0.0.1:{port}"), topic, Duration::from_secs(3600));
     wait_until("the rollover's write", Duration::from_secs(20), || async { version_of_p1(&applier).await == 2 }).await;
     // An event for the partner, applied (and, in the service, published) after the rollover.
     let acr = r#"{"type":"acr","event_id":"a","partner_id":"P1","customer_id":"C1","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-06","amount_micros":"900000000"}"#;
@@ -624,8 +627,8 @@ async fn a_rollover_score_published_late_is_the_partners_latest() {
 }
 
 /// A rollover that wrote a change and stopped before publishing it (a crash) left the
-/// partner in the store's outbox: the next rollover task publishes its score, though the
-/// partner is no longer due.
+/// partner in the store's outbox: another rollover task publishes its score once the note
+/// is older than `stale_after`, though the partner is no longer due, and not before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollover_change_left_unpublished_by_a_crash_is_published_by_the_next_run() {
     use pcs::store::StateStore;
@@ -637,11 +640,13 @@ async fn a_rollover_change_left_unpublished_by_a_crash_is_published_by_the_next_
     let broker = Broker::start();
     let topic = "rollover-scores";
     create_topic(&broker.bootstrap, topic).await;
-    let (shutdown, rollover) = start_rollover(&applier, &broker.bootstrap, topic);
+    let (shutdown, rollover) = start_rollover(&applier, &broker.bootstrap, topic, Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(applier.store.unpublished(i64::MAX, 10).await.unwrap(), ["P1"], "not stale yet");
     let versions = versions_published(&broker.bootstrap, topic, 1, Duration::from_secs(30)).await;
     assert_eq!(versions, ["2"]);
     wait_until("the outbox to empty", Duration::from_secs(10), || async {
-        applier.store.unpublished(10).await.unwrap().is_empty()
+        applier.store.unpublished(i64::MAX, 10).await.unwrap().is_empty()
     })
     .await;
     let _ = shutdown.send(());

@@ -340,12 +340,18 @@ async fn a_batch_failing_midway_counts_each_event_once<S: StateStore>(store: S) 
     assert_every_partner_holds(&applier, PARTNERS, today, 1_000_000).await;
 }
 
-async fn rollover_reevaluates_due_partners(store: impl StateStore) {
+/// An applier whose store holds partner P1 with a deployment that leaves its window on
+/// 2024-07-20, applied on 2024-07-10.
+async fn with_ageing_deployment<S: StateStore>(store: S) -> Applier<S> {
     let applier = applier(store);
-    let letters = Letters::default();
     let deployment = r#"{"type":"deployment","event_id":"d","partner_id":"P1","deployment_id":"x","customer_id":"C","solution_area":"DATA_AI","service":"AKS","attribution":"PAL","deployed_on":"2023-07-20"}"#;
     let event = raw(0, 0, deployment);
-    applier.apply(day("2024-07-10"), &[received(&event)], &letters, &mut Vec::new()).await.unwrap();
+    applier.apply(day("2024-07-10"), &[received(&event)], &Letters::default(), &mut Vec::new()).await.unwrap();
+    applier
+}
+
+async fn rollover_reevaluates_due_partners(store: impl StateStore) {
+    let applier = with_ageing_deployment(store).await;
     // Nothing is due before the deployment leaves its window on 2024-07-20.
     let applier = &applier;
     let rolled_over = |today| async move {
@@ -359,30 +365,30 @@ async fn rollover_reevaluates_due_partners(store: impl StateStore) {
 }
 
 /// The rollover notes the partners whose scores it changes before writing them, and they
-/// stay noted until the caller has published them; partners are listed in byte order, a
-/// page at a time.
+/// stay noted until the caller has published them; partners are listed by when they were
+/// noted, up to a time, a page at a time.
 async fn a_rollover_notes_its_changes_until_they_are_published(store: impl StateStore) {
-    let applier = applier(store);
-    let letters = Letters::default();
-    let deployment = r#"{"type":"deployment","event_id":"d","partner_id":"P1","deployment_id":"x","customer_id":"C","solution_area":"DATA_AI","service":"AKS","attribution":"PAL","deployed_on":"2023-07-20"}"#;
-    let event = raw(0, 0, deployment);
-    applier.apply(day("2024-07-10"), &[received(&event)], &letters, &mut Vec::new()).await.unwrap();
-    assert!(applier.store.unpublished(10).await.unwrap().is_empty(), "ingest publishes its changes itself");
+    let applier = with_ageing_deployment(store).await;
+    let all = i64::MAX;
+    assert!(applier.store.unpublished(all, 10).await.unwrap().is_empty(), "ingest publishes its changes itself");
     let mut changed = Vec::new();
     applier.roll_over(day("2024-07-19"), 10, &mut changed).await.unwrap();
-    assert!(applier.store.unpublished(10).await.unwrap().is_empty(), "nothing changed");
+    assert!(applier.store.unpublished(all, 10).await.unwrap().is_empty(), "nothing changed");
+    let before = chrono::Utc::now().timestamp_millis() - 1;
     applier.roll_over(day("2024-07-20"), 10, &mut changed).await.unwrap();
     assert_eq!(changed.len(), 1);
-    assert_eq!(applier.store.unpublished(10).await.unwrap(), ["P1"]);
+    assert_eq!(applier.store.unpublished(all, 10).await.unwrap(), ["P1"]);
+    assert!(applier.store.unpublished(before, 10).await.unwrap().is_empty(), "noted now, not before");
 
-    let others: Vec<String> = ["P3", "P0", "P2"].map(String::from).into();
-    applier.store.note_unpublished(&others).await.unwrap();
-    assert_eq!(applier.store.unpublished(3).await.unwrap(), ["P0", "P1", "P2"]);
+    applier.store.note_unpublished(&["P3".to_owned()], 3).await.unwrap();
+    applier.store.note_unpublished(&["P0".to_owned(), "P2".to_owned()], 2).await.unwrap();
+    assert_eq!(applier.store.unpublished(all, 3).await.unwrap(), ["P0", "P2", "P3"]);
+    assert_eq!(applier.store.unpublished(2, 10).await.unwrap(), ["P0", "P2"]);
     applier.store.forget_published(&["P1".to_owned(), "P2".to_owned()]).await.unwrap();
-    assert_eq!(applier.store.unpublished(10).await.unwrap(), ["P0", "P3"]);
+    assert_eq!(applier.store.unpublished(all, 10).await.unwrap(), ["P0", "P3"]);
     applier.store.forget_published(&[]).await.unwrap();
-    applier.store.forget_published(&others).await.unwrap();
-    assert!(applier.store.unpublished(10).await.unwrap().is_empty());
+    applier.store.forget_published(&["P0".to_owned(), "P3".to_owned()]).await.unwrap();
+    assert!(applier.store.unpublished(all, 10).await.unwrap().is_empty());
 }
 
 fn earned(id: &str, who: &str, on: &str) -> String {

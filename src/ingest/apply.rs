@@ -416,7 +416,7 @@ impl<S: StateStore> Applier<S> {
             let (writes, published): (Vec<PartnerWrite>, Vec<Option<Vec<u8>>>) = reevaluated.into_iter().unzip();
             let changing: Vec<String> =
                 writes.iter().zip(&published).filter(|(_, p)| p.is_some()).map(|(w, _)| w.partner_id.clone()).collect();
-            self.store.note_unpublished(&changing).await?;
+            self.store.note_unpublished(&changing, now_ms()).await?;
             let outcomes = if writes.is_empty() { Vec::new() } else { self.store.write(&writes).await? };
             let mut contended = Vec::new();
             for ((write, published), outcome) in writes.into_iter().zip(published).zip(outcomes) {
@@ -495,7 +495,7 @@ impl<S: StateStore> Applier<S> {
             }
             let (write, published) = self.reevaluation(partner_id.to_owned(), stored, today);
             if published.is_some() {
-                self.store.note_unpublished(&[partner_id.to_owned()]).await?;
+                self.store.note_unpublished(&[partner_id.to_owned()], now_ms()).await?;
             }
             match self.store.write(std::slice::from_ref(&write)).await?.first() {
                 Some(WriteOutcome::Written { version }) => {
@@ -512,6 +512,12 @@ impl<S: StateStore> Applier<S> {
         }
         Err(IngestError::Contended(vec![partner_id.to_owned()]))
     }
+}
+
+/// The wall-clock time in Unix milliseconds: when a rollover's change is noted, so that a
+/// note left by an instance that stopped can be told from one still being published.
+pub(super) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// The batch's dead-letter sink, and the events already sent to it: an event its partner's

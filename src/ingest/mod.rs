@@ -30,7 +30,7 @@ use crate::store::{StateStore, StoreError};
 use crate::telemetry::{continue_trace, metrics, record_trace_id};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -404,24 +404,47 @@ impl<S: StateStore> Ingest<S> {
 /// Partners of the rollover's outbox published at a time.
 const NOTED_PAGE: usize = 1000;
 
+/// When the rollover task acts.
+#[derive(Clone, Copy, Debug)]
+pub struct RolloverTiming {
+    /// How often it looks at the date and retries the scores it could not publish.
+    pub tick: Duration,
+    /// How long a change may stay noted in the outbox before any instance publishes it:
+    /// longer than a rollover takes to write and publish its changes, so instances do not
+    /// publish the changes of each other's rollovers in flight. A note this old was left by
+    /// an instance that stopped between its write and its publish.
+    pub stale_after: Duration,
+}
+
 /// Re-evaluates partners whose scores change with the date, at start-up and whenever the
-/// date changes (looking every `tick`), and publishes the changes. A change is noted in the
-/// store's outbox, written, published, then forgotten. On every tick, partners still noted
-/// (a publish failed, or an instance stopped between write and publish) are published
-/// from what the store holds then, not from a score kept: an event may have changed such a
-/// partner meanwhile, and ingest published that newer score, which an older one must not
-/// follow onto the compacted topic.
+/// date changes, and publishes the changes. A change is noted in the store's outbox,
+/// written, published, then forgotten. Changes this task could not publish are published
+/// again on its next tick, and changes left noted by any instance for longer than
+/// `stale_after` on every tick: from what the store holds then, not from a score kept, as
+/// an event may have changed such a partner meanwhile and ingest published that newer
+/// score, which an older one must not follow onto the compacted topic.
 pub async fn run_rollover<S: StateStore>(
     applier: Arc<Applier<S>>,
     publisher: ScorePublisher,
     clock: Clock,
-    tick: Duration,
+    timing: RolloverTiming,
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let mut done_for = None;
+    let mut unpublished: BTreeSet<String> = BTreeSet::new();
     loop {
-        if let Err(e) = publish_noted(&applier, &publisher).await {
-            tracing::error!(error = %e, "publishing the rollover's unpublished scores failed; will retry");
+        while !unpublished.is_empty() {
+            let page: Vec<String> = unpublished.iter().take(NOTED_PAGE).cloned().collect();
+            if let Err(e) = publish_stored(&applier, &publisher, &page).await {
+                tracing::error!(error = %e, "publishing rollover scores failed; will retry");
+                break;
+            }
+            for partner_id in &page {
+                unpublished.remove(partner_id);
+            }
+        }
+        if let Err(e) = publish_stale(&applier, &publisher, timing.stale_after).await {
+            tracing::error!(error = %e, "publishing rollover scores left unpublished failed; will retry");
         }
         let today = clock.today();
         if done_for != Some(today) {
@@ -442,26 +465,42 @@ pub async fn run_rollover<S: StateStore>(
                         }
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "publishing rollover scores failed; will retry from the store")
+                        tracing::error!(error = %e, "publishing rollover scores failed; will retry from the store");
+                        unpublished.extend(partners);
                     }
                 }
             }
         }
         tokio::select! {
             _ = shutdown.recv() => return,
-            _ = sleep(tick) => {}
+            _ = sleep(timing.tick) => {}
         }
     }
 }
 
-/// Publishes the stored scores of the partners in the rollover's outbox, and forgets them.
-async fn publish_noted<S: StateStore>(applier: &Applier<S>, publisher: &ScorePublisher) -> Result<(), IngestError> {
+/// Publishes the stored scores of `partners` and forgets them in the outbox.
+async fn publish_stored<S: StateStore>(
+    applier: &Applier<S>,
+    publisher: &ScorePublisher,
+    partners: &[String],
+) -> Result<(), IngestError> {
+    publisher.publish(&applier.stored_updates(partners).await?).await?;
+    applier.store.forget_published(partners).await?;
+    Ok(())
+}
+
+/// Publishes, from the store, the changes noted more than `stale_after` ago.
+async fn publish_stale<S: StateStore>(
+    applier: &Applier<S>,
+    publisher: &ScorePublisher,
+    stale_after: Duration,
+) -> Result<(), IngestError> {
+    let noted_before = apply::now_ms().saturating_sub(i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX));
     loop {
-        let noted = applier.store.unpublished(NOTED_PAGE).await?;
+        let noted = applier.store.unpublished(noted_before, NOTED_PAGE).await?;
         if noted.is_empty() {
             return Ok(());
         }
-        publisher.publish(&applier.stored_updates(&noted).await?).await?;
-        applier.store.forget_published(&noted).await?;
+        publish_stored(applier, publisher, &noted).await?;
     }
 }

@@ -4,7 +4,7 @@
 use super::{PartnerWrite, SourcePartition, StateStore, StoreError, StoredPartner, StoredScore, WriteOutcome};
 use crate::engine::PartnerState;
 use chrono::NaiveDate;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Default)]
@@ -16,7 +16,8 @@ pub struct MemoryStore {
 struct Inner {
     partners: BTreeMap<String, Partner>,
     due: HashMap<String, NaiveDate>,
-    unpublished: BTreeSet<String>,
+    /// Partner id → when it was noted (Unix milliseconds).
+    unpublished: HashMap<String, i64>,
 }
 
 #[derive(Default)]
@@ -129,13 +130,17 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 
-    async fn note_unpublished(&self, partners: &[String]) -> Result<(), StoreError> {
-        self.lock().unpublished.extend(partners.iter().cloned());
+    async fn note_unpublished(&self, partners: &[String], noted_at: i64) -> Result<(), StoreError> {
+        self.lock().unpublished.extend(partners.iter().map(|p| (p.clone(), noted_at)));
         Ok(())
     }
 
-    async fn unpublished(&self, limit: usize) -> Result<Vec<String>, StoreError> {
-        Ok(self.lock().unpublished.iter().take(limit).cloned().collect())
+    async fn unpublished(&self, noted_before: i64, limit: usize) -> Result<Vec<String>, StoreError> {
+        let inner = self.lock();
+        let mut noted: Vec<(i64, &String)> =
+            inner.unpublished.iter().filter(|(_, at)| **at <= noted_before).map(|(p, at)| (*at, p)).collect();
+        noted.sort();
+        Ok(noted.into_iter().take(limit).map(|(_, p)| p.clone()).collect())
     }
 
     async fn forget_published(&self, partners: &[String]) -> Result<(), StoreError> {

@@ -125,13 +125,23 @@ pub trait StateStore: Clone + Send + Sync + 'static {
         changes: &[(String, Option<NaiveDate>)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Notes partners whose changed scores the rollover is about to write, to be forgotten
-    /// once those scores are published: the rollover's outbox. Noted before the writes, so
-    /// a partner is noted too early (and published again, unchanged), never too late.
-    fn note_unpublished(&self, partners: &[String]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Notes partners whose changed scores the rollover is about to write, at `noted_at`
+    /// (Unix milliseconds), to be forgotten once those scores are published: the rollover's
+    /// outbox. Noted before the writes, so a partner is noted too early (and published
+    /// again, unchanged), never too late.
+    fn note_unpublished(
+        &self,
+        partners: &[String],
+        noted_at: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Up to `limit` noted partners, in byte order.
-    fn unpublished(&self, limit: usize) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Up to `limit` partners noted at or before `noted_before` (Unix milliseconds), the
+    /// longest noted first.
+    fn unpublished(
+        &self,
+        noted_before: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
     /// Forgets noted partners whose scores are published.
     fn forget_published(&self, partners: &[String]) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -412,21 +412,21 @@ impl StateStore for RedisStore {
         self.run_with_scripts(commands).await.map(drop)
     }
 
-    async fn note_unpublished(&self, partners: &[String]) -> Result<(), StoreError> {
+    async fn note_unpublished(&self, partners: &[String], noted_at: i64) -> Result<(), StoreError> {
         let key = self.unpublished_key();
         self.run_chunked(partners, |chunk| {
             let mut cmd = redis::cmd("ZADD");
-            cmd.arg(&key).arg("NX");
+            cmd.arg(&key);
             for partner_id in chunk {
-                cmd.arg(0).arg(partner_id);
+                cmd.arg(noted_at).arg(partner_id);
             }
             cmd
         })
         .await
     }
 
-    async fn unpublished(&self, limit: usize) -> Result<Vec<String>, StoreError> {
-        self.range("ZRANGEBYLEX", self.unpublished_key(), "-".to_owned(), "+".to_owned(), limit).await
+    async fn unpublished(&self, noted_before: i64, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.range("ZRANGEBYSCORE", self.unpublished_key(), "-inf".to_owned(), noted_before.to_string(), limit).await
     }
 
     async fn forget_published(&self, partners: &[String]) -> Result<(), StoreError> {
