@@ -53,9 +53,9 @@ pub enum ServiceError {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 /// The rollover task looks at the date (and retries scores it could not publish) every 10 s,
-/// so a day's changes are published within that of midnight. A change noted and not
-/// published for 10 minutes, well past the minutes a month's rollover of a million partners
-/// takes, was left by an instance that stopped, and any instance publishes it.
+/// so a day's changes start going out within that of midnight. A change noted and not
+/// published for 10 minutes, where a batch takes seconds to write and publish, was left by
+/// an instance that stopped, and any instance publishes it.
 const ROLLOVER_TIMING: RolloverTiming =
     RolloverTiming { tick: Duration::from_secs(10), stale_after: Duration::from_secs(600) };
 
@@ -250,6 +250,11 @@ async fn run<S: StateStore>(
     if tokio::time::timeout(SHUTDOWN_GRACE, ingest_task).await.is_err() {
         tracing::warn!("the in-flight batch did not finish in time; it will be replayed without effect");
     }
+    // Cut short, not awaited: a rollover batch can take seconds and its publish, with the
+    // broker down, a minute. Stopping it anywhere is safe: a partner's write is atomic, a
+    // change written and not published stays noted in the outbox (published later by
+    // whoever runs the rollover), and a partner not rescheduled is re-evaluated again.
+    rollover_task.abort();
     let _ = rollover_task.await;
     if ingest_failed.load(Ordering::Acquire) {
         return Err(ServiceError::IngestStopped);

@@ -635,7 +635,7 @@ async fn a_rollover_change_left_unpublished_by_a_crash_is_published_by_the_next_
     let redis = Redis::start();
     let applier = rollover_partner(&redis).await;
     // The run that stopped: written, never published.
-    applier.roll_over(day("2024-07-20"), 500, &mut Vec::new()).await.unwrap();
+    applier.roll_over(day("2024-07-20"), 500).await.unwrap();
     assert_eq!(version_of_p1(&applier).await, 2);
     let broker = Broker::start();
     let topic = "rollover-scores";

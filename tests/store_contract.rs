@@ -62,6 +62,7 @@ contract!(scores_are_sent_chunk_by_chunk_once_stored);
 contract!(a_batch_failing_midway_counts_each_event_once);
 contract!(rollover_reevaluates_due_partners);
 contract!(a_rollover_notes_its_changes_until_they_are_published);
+contract!(an_unreadable_stored_score_is_left_out_of_a_republish);
 contract!(history_is_recorded_backfilled_and_kept);
 
 fn applier<S: StateStore>(store: S) -> Applier<S> {
@@ -353,15 +354,10 @@ async fn with_ageing_deployment<S: StateStore>(store: S) -> Applier<S> {
 async fn rollover_reevaluates_due_partners(store: impl StateStore) {
     let applier = with_ageing_deployment(store).await;
     // Nothing is due before the deployment leaves its window on 2024-07-20.
-    let applier = &applier;
-    let rolled_over = |today| async move {
-        let mut changed = Vec::new();
-        applier.roll_over(day(today), 10, &mut changed).await.unwrap();
-        changed
-    };
-    assert!(rolled_over("2024-07-19").await.is_empty());
-    assert_eq!(rolled_over("2024-07-20").await.len(), 1, "the deployment aged out");
-    assert!(rolled_over("2024-07-20").await.is_empty(), "and it is not due again");
+    assert!(applier.roll_over(day("2024-07-19"), 10).await.unwrap().is_empty());
+    let changed = applier.roll_over(day("2024-07-20"), 10).await.unwrap();
+    assert_eq!(changed.len(), 1, "the deployment aged out");
+    assert!(applier.roll_over(day("2024-07-20"), 10).await.unwrap().is_empty(), "and it is not due again");
 }
 
 /// The rollover notes the partners whose scores it changes before writing them, and they
@@ -371,12 +367,10 @@ async fn a_rollover_notes_its_changes_until_they_are_published(store: impl State
     let applier = with_ageing_deployment(store).await;
     let all = i64::MAX;
     assert!(applier.store.unpublished(all, 10).await.unwrap().is_empty(), "ingest publishes its changes itself");
-    let mut changed = Vec::new();
-    applier.roll_over(day("2024-07-19"), 10, &mut changed).await.unwrap();
+    assert!(applier.roll_over(day("2024-07-19"), 10).await.unwrap().is_empty());
     assert!(applier.store.unpublished(all, 10).await.unwrap().is_empty(), "nothing changed");
     let before = chrono::Utc::now().timestamp_millis() - 1;
-    applier.roll_over(day("2024-07-20"), 10, &mut changed).await.unwrap();
-    assert_eq!(changed.len(), 1);
+    assert_eq!(applier.roll_over(day("2024-07-20"), 10).await.unwrap().len(), 1);
     assert_eq!(applier.store.unpublished(all, 10).await.unwrap(), ["P1"]);
     assert!(applier.store.unpublished(before, 10).await.unwrap().is_empty(), "noted now, not before");
 
@@ -389,6 +383,18 @@ async fn a_rollover_notes_its_changes_until_they_are_published(store: impl State
     applier.store.forget_published(&[]).await.unwrap();
     applier.store.forget_published(&["P0".to_owned(), "P3".to_owned()]).await.unwrap();
     assert!(applier.store.unpublished(all, 10).await.unwrap().is_empty());
+}
+
+/// A stored score that cannot be read is left out of what is published again (the outbox,
+/// replayed partners), and the partners beside it are not held back by it.
+async fn an_unreadable_stored_score_is_left_out_of_a_republish(store: impl StateStore) {
+    let applier = with_ageing_deployment(store).await;
+    let unreadable = PartnerWrite { score: vec![0x0a, 0xff], ..write("P0", 0, None) };
+    assert_eq!(applier.store.write(&[unreadable]).await.unwrap(), [WriteOutcome::Written { version: 1 }]);
+    let partners = ["P0", "P1", "P9"].map(String::from);
+    let updates = applier.stored_updates(&partners).await.unwrap();
+    let published: Vec<&str> = updates.iter().map(|u| u.partner_id.as_str()).collect();
+    assert_eq!(published, ["P1"]);
 }
 
 fn earned(id: &str, who: &str, on: &str) -> String {
@@ -433,7 +439,7 @@ async fn history_is_recorded_backfilled_and_kept(store: impl StateStore) {
     assert_eq!(history(&applier).await.history, stored.history);
     // Days pass: the rollover evaluates the partner on its change days and records them.
     let later = day("2024-08-03");
-    applier.roll_over(later, 100, &mut Vec::new()).await.unwrap();
+    applier.roll_over(later, 100).await.unwrap();
     let rolled = history(&applier).await;
     assert_eq!(rolled.history.evaluated_through(), Some(later));
     let expected = pcs::engine::DaySnapshot::of(&pcs::engine::evaluate("P1", &rolled.state, later, &rules));

@@ -36,7 +36,8 @@ pub struct DesignationScore {
     pub qualified: bool,
     pub subcategories: Vec<SubcategoryScore>,
     /// What is missing to qualify; absent when qualified. Shared: partners in the same
-    /// standing get the same plan (see `shortfall::plan`), and its encoding is kept by it.
+    /// standing get the same plan (see `shortfall::plan`), and the protobuf encoding keeps
+    /// each plan's bytes by its address (`proto::encode_score`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shortfall: Option<Arc<Shortfall>>,
 }

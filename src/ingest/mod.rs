@@ -404,25 +404,31 @@ impl<S: StateStore> Ingest<S> {
 /// Partners of the rollover's outbox published at a time.
 const NOTED_PAGE: usize = 1000;
 
+/// Partners a rollover re-evaluates, writes and publishes at a time.
+const ROLLOVER_BATCH: usize = 500;
+
 /// When the rollover task acts.
 #[derive(Clone, Copy, Debug)]
 pub struct RolloverTiming {
-    /// How often it looks at the date and retries the scores it could not publish.
+    /// How often it looks at the date, retries the scores it could not publish, and sweeps
+    /// the outbox for changes noted longer than `stale_after` ago.
     pub tick: Duration,
     /// How long a change may stay noted in the outbox before any instance publishes it:
-    /// longer than a rollover takes to write and publish its changes, so instances do not
+    /// longer than a rollover takes to write and publish a batch, so instances do not
     /// publish the changes of each other's rollovers in flight. A note this old was left by
     /// an instance that stopped between its write and its publish.
     pub stale_after: Duration,
 }
 
 /// Re-evaluates partners whose scores change with the date, at start-up and whenever the
-/// date changes, and publishes the changes. A change is noted in the store's outbox,
-/// written, published, then forgotten. Changes this task could not publish are published
-/// again on its next tick, and changes left noted by any instance for longer than
-/// `stale_after` on every tick: from what the store holds then, not from a score kept, as
-/// an event may have changed such a partner meanwhile and ingest published that newer
-/// score, which an older one must not follow onto the compacted topic.
+/// date changes, and publishes the changes, a batch at a time: each change is noted in the
+/// store's outbox, written, published, then forgotten. Changes this task could not publish
+/// are published again on its next tick, and changes left noted by any instance for longer
+/// than `stale_after` on every tick, from what the store holds then rather than from a
+/// score kept: an event may have changed such a partner meanwhile, and ingest published
+/// that newer score, which an older one would follow onto the compacted topic. A batch's
+/// scores are published right after its writes, so that can still happen to a partner an
+/// event changes within that time; consumers tell by the `pcs-version` header.
 pub async fn run_rollover<S: StateStore>(
     applier: Arc<Applier<S>>,
     publisher: ScorePublisher,
@@ -431,16 +437,16 @@ pub async fn run_rollover<S: StateStore>(
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let mut done_for = None;
-    let mut unpublished: BTreeSet<String> = BTreeSet::new();
+    let mut to_retry: BTreeSet<String> = BTreeSet::new();
     loop {
-        while !unpublished.is_empty() {
-            let page: Vec<String> = unpublished.iter().take(NOTED_PAGE).cloned().collect();
+        while !to_retry.is_empty() {
+            let page: Vec<String> = to_retry.iter().take(NOTED_PAGE).cloned().collect();
             if let Err(e) = publish_stored(&applier, &publisher, &page).await {
                 tracing::error!(error = %e, "publishing rollover scores failed; will retry");
                 break;
             }
             for partner_id in &page {
-                unpublished.remove(partner_id);
+                to_retry.remove(partner_id);
             }
         }
         if let Err(e) = publish_stale(&applier, &publisher, timing.stale_after).await {
@@ -448,27 +454,14 @@ pub async fn run_rollover<S: StateStore>(
         }
         let today = clock.today();
         if done_for != Some(today) {
-            let mut changed = Vec::new();
-            match applier.roll_over(today, 500, &mut changed).await {
-                Ok(()) => done_for = Some(today),
-                Err(e) => tracing::error!(error = %e, "date rollover failed; will retry"),
-            }
-            if !changed.is_empty() {
-                tracing::info!(%today, changed = changed.len(), "date rollover re-evaluated partners");
-                let partners: Vec<String> = changed.iter().map(|u| u.partner_id.clone()).collect();
-                let published = publisher.publish(&changed).await;
-                drop(changed);
-                match published {
-                    Ok(()) => {
-                        if let Err(e) = applier.store.forget_published(&partners).await {
-                            tracing::warn!(error = %e, "the rollover's published scores stay noted; they will be published again");
-                        }
+            match roll_over_and_publish(&applier, &publisher, today, &mut to_retry).await {
+                Ok(changed) => {
+                    if changed > 0 {
+                        tracing::info!(%today, changed, "date rollover re-evaluated partners");
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "publishing rollover scores failed; will retry from the store");
-                        unpublished.extend(partners);
-                    }
+                    done_for = Some(today);
                 }
+                Err(e) => tracing::error!(error = %e, "date rollover failed; will retry"),
             }
         }
         tokio::select! {
@@ -476,6 +469,35 @@ pub async fn run_rollover<S: StateStore>(
             _ = sleep(timing.tick) => {}
         }
     }
+}
+
+/// Rolls over to `today` batch by batch, publishing each batch's changes and forgetting them
+/// in the outbox before the next: a change reaches the topic within a batch's time of its
+/// write, memory holds one batch's scores, and a note is as old as one batch. Returns how
+/// many scores changed; on a failed publish, the batch's partners are added to `to_retry`
+/// and the rest of the rollover waits for the next tick (its partners are still due).
+async fn roll_over_and_publish<S: StateStore>(
+    applier: &Applier<S>,
+    publisher: &ScorePublisher,
+    today: chrono::NaiveDate,
+    to_retry: &mut BTreeSet<String>,
+) -> Result<usize, IngestError> {
+    let mut changed = 0;
+    while let Some(updates) = applier.roll_over_batch(today, ROLLOVER_BATCH).await? {
+        if updates.is_empty() {
+            continue;
+        }
+        changed += updates.len();
+        let partners: Vec<String> = updates.iter().map(|u| u.partner_id.clone()).collect();
+        if let Err(e) = publisher.publish(&updates).await {
+            to_retry.extend(partners);
+            return Err(e);
+        }
+        if let Err(e) = applier.store.forget_published(&partners).await {
+            tracing::warn!(error = %e, "published rollover scores stay noted; they will be published again");
+        }
+    }
+    Ok(changed)
 }
 
 /// Publishes the stored scores of `partners` and forgets them in the outbox.

@@ -4,6 +4,11 @@
 use super::KafkaError;
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use std::collections::VecDeque;
+
+/// Deliveries awaited at most at once: librdkafka's default queue. A file of any length is
+/// sent without holding a future per line, and a failed delivery stops the send early.
+const PENDING_DELIVERIES: usize = 100_000;
 
 /// Sends every non-blank line (a trailing `\r` dropped) as it is; returns once all are
 /// acknowledged. A line that is not JSON, or has no partner_id, is sent without a key (the
@@ -14,7 +19,7 @@ pub async fn send_lines(
     lines: impl IntoIterator<Item = Vec<u8>>,
 ) -> Result<usize, KafkaError> {
     let failed = |e: RdKafkaError| KafkaError::Produce { topic: topic.to_owned(), source: e };
-    let mut pending: Vec<DeliveryFuture> = Vec::new();
+    let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();
     let mut sent = 0;
     for mut line in lines {
         if line.last() == Some(&b'\r') {
@@ -30,7 +35,12 @@ pub async fn send_lines(
         if let Some(key) = &key {
             record = record.key(key);
         }
-        pending.push(super::enqueue(producer, record).await.map_err(failed)?);
+        pending.push_back(super::enqueue(producer, record).await.map_err(failed)?);
+        if pending.len() > PENDING_DELIVERIES
+            && let Some(oldest) = pending.pop_front()
+        {
+            await_delivery(oldest).await.map_err(failed)?;
+        }
         sent += 1;
     }
     for delivery in pending {

@@ -1,5 +1,6 @@
 //! A score's two encodings, made in one pass: whole, as published, and as stored, without
-//! its shortfall plans.
+//! its shortfall plans; and the reading of encoded fields that the digest and the score
+//! change events use.
 //!
 //! A plan is three quarters of a score's bytes, and it follows from the subcategory scores
 //! beside it (see `restore_shortfalls`), so Redis keeps scores without them. Plans are
@@ -24,7 +25,8 @@ const SHORTFALL: u32 = 5;
 
 /// Each plan encoded as a `DesignationScore.shortfall` field (key, length, message), by the
 /// address of the plan it encodes. The entry holds the plan, so the address is not reused
-/// while it is kept. Bounded like the engine's plans, and emptied when full.
+/// while it is kept. Bounded like the engine's plans (8192 of them, each encoding about a
+/// kilobyte at most), and emptied when full.
 static PLAN_FIELDS: LazyLock<Mutex<HashMap<usize, (Arc<Shortfall>, Arc<[u8]>)>>> = LazyLock::new(Mutex::default);
 const PLAN_FIELDS_KEPT: usize = 8192;
 
@@ -40,16 +42,26 @@ pub struct EncodedScore {
 /// up to `designations` go first, then the designations, then the fields after them;
 /// `score` is left as it was.
 pub fn encode_score(score: &mut super::PartnerScore, plans: &[Option<Arc<Shortfall>>]) -> EncodedScore {
-    let designations = std::mem::take(&mut score.designations);
-    let mut after = super::PartnerScore {
-        qualification_windows: std::mem::take(&mut score.qualification_windows),
-        forecast: score.forecast.take(),
-        ..Default::default()
-    };
+    // Every field named: a field added to the message fails to compile here instead of
+    // being encoded out of its place.
+    let super::PartnerScore {
+        partner_id,
+        as_of,
+        path,
+        ttm_acr_micros,
+        path_explanation,
+        designations,
+        qualification_windows,
+        forecast,
+    } = std::mem::take(score);
+    debug_assert_eq!(plans.len(), designations.len(), "a plan (or none) per designation");
+    let before =
+        super::PartnerScore { partner_id, as_of, path, ttm_acr_micros, path_explanation, ..Default::default() };
+    let after = super::PartnerScore { qualification_windows, forecast, ..Default::default() };
     // Guessed, not measured: working out the lengths is a walk over the whole score.
     let mut whole = Vec::with_capacity(1024 + designations.len() * 1024);
     let mut stored = Vec::with_capacity(1024 + designations.len() * 256);
-    score.encode_raw(&mut whole);
+    before.encode_raw(&mut whole);
     stored.extend_from_slice(&whole);
     for (i, designation) in designations.iter().enumerate() {
         debug_assert!(designation.shortfall.is_none(), "plans are spliced in, not encoded");
@@ -70,9 +82,8 @@ pub fn encode_score(score: &mut super::PartnerScore, plans: &[Option<Arc<Shortfa
     let at = whole.len();
     after.encode_raw(&mut whole);
     stored.extend_from_slice(&whole[at..]);
-    score.designations = designations;
-    score.qualification_windows = std::mem::take(&mut after.qualification_windows);
-    score.forecast = after.forecast;
+    let super::PartnerScore { qualification_windows, forecast, .. } = after;
+    *score = super::PartnerScore { designations, qualification_windows, forecast, ..before };
     EncodedScore { whole, stored }
 }
 
@@ -157,7 +168,7 @@ mod tests {
     /// designation that has none, and with plans whose encoding is already kept (the second
     /// round): a wrong field number or length cannot pass unseen.
     #[test]
-    fn are_the_score_encoded_with_and_without_its_plans() {
+    fn encodes_as_prost_does_with_and_without_the_plans() {
         let rules = RuleBook::embedded();
         let as_of = crate::calendar::parse_date("2024-07-15").unwrap();
         let lines = [

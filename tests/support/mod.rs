@@ -227,7 +227,8 @@ impl Broker {
         Broker::start_on(free_port())
     }
 
-    /// tansu on `port`: a test that has clients waiting for a broker there starts it late.
+    /// tansu on `port` (always, even with PCS_TEST_KAFKA set): a test that has clients
+    /// waiting for a broker there starts it late.
     pub fn start_on(port: u16) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let mut child = Command::new(tansu_path())
