@@ -317,7 +317,8 @@ async fn main() {
     );
     // The rollover noted its changes for publishing, which this one leaves out (it measures
     // the re-evaluation): the service's rollover task would publish them all, from the
-    // store, once the notes are 10 minutes old.
+    // store, once the notes are 10 minutes old, and a longer run's phases would then share
+    // the machine with 240k scores being published.
     let noted: Vec<String> = changed.into_iter().map(|u| u.partner_id).collect();
     pcs::store::StateStore::forget_published(&applier.store, &noted).await.unwrap();
 

@@ -247,15 +247,16 @@ async fn run<S: StateStore>(
         .await
         .map_err(|source| ServiceError::Grpc { addr: config.listen.to_string(), source })?;
 
-    if tokio::time::timeout(SHUTDOWN_GRACE, ingest_task).await.is_err() {
-        tracing::warn!("the in-flight batch did not finish in time; it will be replayed without effect");
-    }
-    // Cut short, not awaited: a rollover batch can take seconds and its publish, with the
+    // Stopped first, not left to finish, so it takes neither the cores nor the producer from the
+    // in-flight batch. A rollover batch can take seconds and its publish, with the
     // broker down, a minute. Stopping it anywhere is safe: a partner's write is atomic, a
     // change written and not published stays noted in the outbox (published later by
     // whoever runs the rollover), and a partner not rescheduled is re-evaluated again.
     rollover_task.abort();
     let _ = rollover_task.await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, ingest_task).await.is_err() {
+        tracing::warn!("the in-flight batch did not finish in time; it will be replayed without effect");
+    }
     if ingest_failed.load(Ordering::Acquire) {
         return Err(ServiceError::IngestStopped);
     }

@@ -381,8 +381,11 @@ impl<S: StateStore> Applier<S> {
     /// new event (a month rollover, a deployment ageing out, a certification expiring), and
     /// returns the scores that changed; `None` when no partner is due. Partners whose score
     /// changes are noted in the store's outbox before it is written (see
-    /// `StateStore::note_unpublished`): the caller forgets them once it has published their
-    /// scores, so a crash or a failed publish in between leaves them noted, not lost.
+    /// `StateStore::note_unpublished`), and added to `noted`: the caller publishes and then
+    /// forgets them, so a crash or a failed publish in between leaves them noted, not lost.
+    /// On an error, `noted` holds the partners noted so far, whose new scores may have been
+    /// written: re-evaluating them would find nothing changed, so the caller publishes
+    /// their stored scores.
     ///
     /// A month boundary makes most partners due at once, so they are read, written and
     /// rescheduled a batch at a time, one round trip each: a round trip per partner would
@@ -391,6 +394,7 @@ impl<S: StateStore> Applier<S> {
         &self,
         today: NaiveDate,
         batch: usize,
+        noted: &mut Vec<String>,
     ) -> Result<Option<Vec<ScoreUpdate>>, IngestError> {
         let due = self.store.due(today, batch).await?;
         if due.is_empty() {
@@ -415,6 +419,7 @@ impl<S: StateStore> Applier<S> {
         let changing: Vec<String> =
             writes.iter().zip(&published).filter(|(_, p)| p.is_some()).map(|(w, _)| w.partner_id.clone()).collect();
         self.store.note_unpublished(&changing, now_ms()).await?;
+        noted.extend(changing);
         let outcomes = if writes.is_empty() { Vec::new() } else { self.store.write(&writes).await? };
         let mut contended = Vec::new();
         for ((write, published), outcome) in writes.into_iter().zip(published).zip(outcomes) {
@@ -436,7 +441,7 @@ impl<S: StateStore> Applier<S> {
         self.store.reschedule(today, &rescheduled).await?;
         // Partners an event wrote meanwhile: one at a time, with backoff.
         for partner_id in contended {
-            changed.extend(self.reevaluate(&partner_id, today).await?);
+            changed.extend(self.reevaluate(&partner_id, today, noted).await?);
         }
         Ok(Some(changed))
     }
@@ -445,7 +450,7 @@ impl<S: StateStore> Applier<S> {
     /// nobody: what the benchmark times and the tests check.
     pub async fn roll_over(&self, today: NaiveDate, batch: usize) -> Result<Vec<ScoreUpdate>, IngestError> {
         let mut changed = Vec::new();
-        while let Some(more) = self.roll_over_batch(today, batch).await? {
+        while let Some(more) = self.roll_over_batch(today, batch, &mut Vec::new()).await? {
             changed.extend(more);
         }
         Ok(changed)
@@ -502,7 +507,12 @@ impl<S: StateStore> Applier<S> {
         (write, assessed.changed)
     }
 
-    async fn reevaluate(&self, partner_id: &str, today: NaiveDate) -> Result<Option<ScoreUpdate>, IngestError> {
+    async fn reevaluate(
+        &self,
+        partner_id: &str,
+        today: NaiveDate,
+        noted: &mut Vec<String>,
+    ) -> Result<Option<ScoreUpdate>, IngestError> {
         for round in 0..MAX_CONFLICT_ROUNDS {
             let stored = self.store.load(&[(partner_id.to_owned(), Vec::new())]).await?.remove(0);
             if stored.version == 0 {
@@ -512,6 +522,7 @@ impl<S: StateStore> Applier<S> {
             let (write, published) = self.reevaluation(partner_id.to_owned(), stored, today);
             if published.is_some() {
                 self.store.note_unpublished(&[partner_id.to_owned()], now_ms()).await?;
+                noted.push(partner_id.to_owned());
             }
             match self.store.write(std::slice::from_ref(&write)).await?.first() {
                 Some(WriteOutcome::Written { version }) => {

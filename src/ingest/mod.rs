@@ -427,8 +427,9 @@ pub struct RolloverTiming {
 /// than `stale_after` on every tick, from what the store holds then rather than from a
 /// score kept: an event may have changed such a partner meanwhile, and ingest published
 /// that newer score, which an older one would follow onto the compacted topic. A batch's
-/// scores are published right after its writes, so that can still happen to a partner an
-/// event changes within that time; consumers tell by the `pcs-version` header.
+/// scores are published right after its writes, and a retry's right after its read, so
+/// that can still happen to a partner an event changes within that moment; consumers tell
+/// by the `pcs-version` header.
 pub async fn run_rollover<S: StateStore>(
     applier: Arc<Applier<S>>,
     publisher: ScorePublisher,
@@ -474,8 +475,9 @@ pub async fn run_rollover<S: StateStore>(
 /// Rolls over to `today` batch by batch, publishing each batch's changes and forgetting them
 /// in the outbox before the next: a change reaches the topic within a batch's time of its
 /// write, memory holds one batch's scores, and a note is as old as one batch. Returns how
-/// many scores changed; on a failed publish, the batch's partners are added to `to_retry`
-/// and the rest of the rollover waits for the next tick (its partners are still due).
+/// many scores changed. On an error, the batch's noted partners are added to `to_retry`
+/// (published from the store on the next tick) and the rest of the rollover waits for the
+/// next tick: its partners are still due.
 async fn roll_over_and_publish<S: StateStore>(
     applier: &Applier<S>,
     publisher: &ScorePublisher,
@@ -483,21 +485,26 @@ async fn roll_over_and_publish<S: StateStore>(
     to_retry: &mut BTreeSet<String>,
 ) -> Result<usize, IngestError> {
     let mut changed = 0;
-    while let Some(updates) = applier.roll_over_batch(today, ROLLOVER_BATCH).await? {
-        if updates.is_empty() {
-            continue;
-        }
+    loop {
+        let mut noted = Vec::new();
+        let updates = match applier.roll_over_batch(today, ROLLOVER_BATCH, &mut noted).await {
+            Ok(Some(updates)) => updates,
+            Ok(None) => return Ok(changed),
+            Err(e) => {
+                to_retry.extend(noted);
+                return Err(e);
+            }
+        };
         changed += updates.len();
-        let partners: Vec<String> = updates.iter().map(|u| u.partner_id.clone()).collect();
         if let Err(e) = publisher.publish(&updates).await {
-            to_retry.extend(partners);
+            tracing::error!(error = %e, "publishing rollover scores failed; will retry from the store");
+            to_retry.extend(noted);
             return Err(e);
         }
-        if let Err(e) = applier.store.forget_published(&partners).await {
+        if let Err(e) = applier.store.forget_published(&noted).await {
             tracing::warn!(error = %e, "published rollover scores stay noted; they will be published again");
         }
     }
-    Ok(changed)
 }
 
 /// Publishes the stored scores of `partners` and forgets them in the outbox.
