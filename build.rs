@@ -3,8 +3,10 @@
 //! reflection.
 //!
 //! The server is generated in a second pass, into `server/`, with every message taken from
-//! the first pass except `ScoreChanged`: WatchScores sends `ScoreChangedWire`, which passes
-//! the feed's encoded score through instead of decoding it to be encoded again.
+//! the first pass except three that carry scores already encoded, instead of decoding them
+//! to be encoded again: WatchScores sends `ScoreChangedWire` (the feed's score passed
+//! through), GetScore and BatchGetScores send `GetScoreResponseWire` and
+//! `BatchGetScoresResponseWire` (stored scores with their plans spliced in).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["proto/pcs/v1/events.proto", "proto/pcs/v1/scores.proto", "proto/pcs/v1/service.proto"];
@@ -22,6 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .out_dir(server)
         .extern_path(".pcs.v1.ScoreChanged", "crate::proto::ScoreChangedWire")
+        .extern_path(".pcs.v1.GetScoreResponse", "crate::proto::GetScoreResponseWire")
+        .extern_path(".pcs.v1.BatchGetScoresResponse", "crate::proto::BatchGetScoresResponseWire")
         .extern_path(".pcs.v1", "crate::proto")
         .compile_fds(descriptors)?;
     Ok(())

@@ -118,7 +118,8 @@ proptest! {
     /// Scores are encoded whole with their plans spliced in, and stored without them: both
     /// encodings must be prost's own. A stored score is served with plans worked out again
     /// from the subcategory scores (under a new rule book, so no kept plan answers): they
-    /// must be the plans the evaluation gave.
+    /// must be the plans the evaluation gave, both decoded and passed through as GetScore
+    /// sends it.
     #[test]
     fn a_score_stored_without_plans_is_served_with_the_same_plans(events in stream(), as_of in as_of()) {
         let mut report = evaluate("P", &state_of(&events), as_of, &RuleBook::embedded());
@@ -133,7 +134,9 @@ proptest! {
         }
         prop_assert_eq!(&stored, &cleared.encode_to_vec());
         let served = pcs::proto::decode_stored(&stored, &RuleBook::embedded()).unwrap();
-        prop_assert_eq!(served, whole);
+        prop_assert_eq!(&served, &whole);
+        let passed_through = pcs::proto::served_encoding(&stored, &RuleBook::embedded(), None).unwrap();
+        prop_assert_eq!(passed_through, whole.encode_to_vec());
     }
 
     /// A history keeps only points for the days before today, worked out without the

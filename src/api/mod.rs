@@ -68,13 +68,33 @@ fn served_score(
     today: NaiveDate,
     rules: &RuleBook,
 ) -> Result<proto::PartnerScore, ApiError> {
-    let mut score = proto::decode_stored(&stored.score, rules)
-        .map_err(|e| ApiError::Store(crate::store::StoreError::Protocol(format!("stored score: {e}"))))?;
+    let mut score = proto::decode_stored(&stored.score, rules).map_err(malformed)?;
     if parse_date(&score.as_of) != Some(today) {
         let history = StoredPartner::decode_history(partner_id, stored.history.as_deref())?;
         score.qualification_windows = proto::qualification_windows(&history, today);
     }
     Ok(score)
+}
+
+/// [`served_score`] encoded, made from the stored bytes without decoding the score whole:
+/// what GetScore and BatchGetScores send (see `proto::served_encoding`).
+fn served_encoding(
+    partner_id: &str,
+    stored: &StoredScore,
+    today: NaiveDate,
+    rules: &RuleBook,
+) -> Result<Vec<u8>, ApiError> {
+    let windows = if proto::stored_as_of(&stored.score).map_err(malformed)? == today {
+        None
+    } else {
+        let history = StoredPartner::decode_history(partner_id, stored.history.as_deref())?;
+        Some(proto::qualification_windows(&history, today))
+    };
+    proto::served_encoding(&stored.score, rules, windows.as_deref()).map_err(malformed)
+}
+
+fn malformed(e: proto::MalformedScore) -> ApiError {
+    ApiError::Store(crate::store::StoreError::Protocol(format!("stored score: {e}")))
 }
 
 fn optional_date(field: &'static str, text: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
@@ -112,7 +132,7 @@ impl<S: StateStore> ScoreApi<S> {
         &self,
         request: proto::GetScoreRequest,
         caller: Caller,
-    ) -> Result<proto::GetScoreResponse, ApiError> {
+    ) -> Result<proto::GetScoreResponseWire, ApiError> {
         partner_id("partner_id", &request.partner_id)?;
         // Before any lookup: a forbidden partner gets the same answer whether it exists or not.
         caller.require_all([&request.partner_id])?;
@@ -121,8 +141,8 @@ impl<S: StateStore> ScoreApi<S> {
             None => {
                 let stored = self.store.scores(std::slice::from_ref(&request.partner_id)).await?.remove(0);
                 let stored = stored.ok_or_else(|| ApiError::NotFound(request.partner_id.clone()))?;
-                let score = served_score(&request.partner_id, &stored, today, &self.rules)?;
-                Ok(proto::GetScoreResponse { score: Some(score), version: stored.version })
+                let score = served_encoding(&request.partner_id, &stored, today, &self.rules)?;
+                Ok(proto::GetScoreResponseWire::new(score, stored.version))
             }
             Some(as_of) => {
                 self.within_history("as_of", as_of, today)?;
@@ -132,7 +152,7 @@ impl<S: StateStore> ScoreApi<S> {
                 }
                 let mut score = self.scored(&request.partner_id, &stored.state, as_of);
                 score.qualification_windows = proto::qualification_windows(&stored.history, as_of);
-                Ok(proto::GetScoreResponse { score: Some(score), version: stored.version })
+                Ok(proto::GetScoreResponseWire::new(prost::Message::encode_to_vec(&score), stored.version))
             }
         }
     }
@@ -243,7 +263,7 @@ impl<S: StateStore> ScoreApi<S> {
         &self,
         request: proto::BatchGetScoresRequest,
         caller: Caller,
-    ) -> Result<proto::BatchGetScoresResponse, ApiError> {
+    ) -> Result<proto::BatchGetScoresResponseWire, ApiError> {
         if request.partner_ids.len() > MAX_BATCH {
             return Err(ApiError::TooMany(format!(
                 "partner_ids names {} partners; at most {MAX_BATCH} per BatchGetScores",
@@ -258,11 +278,11 @@ impl<S: StateStore> ScoreApi<S> {
         caller.require_all(&ids)?;
         let today = self.clock.today();
         let stored = self.store.scores(&ids).await?;
-        let mut response = proto::BatchGetScoresResponse::default();
+        let mut response = proto::BatchGetScoresResponseWire::default();
         for (id, score) in ids.into_iter().zip(stored) {
             match score {
-                Some(s) => response.scores.push(served_score(&id, &s, today, &self.rules)?),
-                None => response.not_found.push(id),
+                Some(s) => response.push_score(served_encoding(&id, &s, today, &self.rules)?),
+                None => response.push_not_found(id),
             }
         }
         Ok(response)
@@ -495,14 +515,14 @@ impl<S: StateStore> PartnerScoreService for ScoreApi<S> {
     async fn get_score(
         &self,
         request: Request<proto::GetScoreRequest>,
-    ) -> Result<Response<proto::GetScoreResponse>, Status> {
+    ) -> Result<Response<proto::GetScoreResponseWire>, Status> {
         traced("GetScore", self.auth.as_deref(), Scope::Read, request, async |r, c| self.get_score(r, c).await).await
     }
 
     async fn batch_get_scores(
         &self,
         request: Request<proto::BatchGetScoresRequest>,
-    ) -> Result<Response<proto::BatchGetScoresResponse>, Status> {
+    ) -> Result<Response<proto::BatchGetScoresResponseWire>, Status> {
         traced("BatchGetScores", self.auth.as_deref(), Scope::Read, request, async |r, c| self.batch_get(r, c).await)
             .await
     }

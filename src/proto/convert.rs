@@ -139,7 +139,7 @@ impl pb::DaySnapshot {
     }
 }
 
-fn path_from_pb(path: i32) -> Option<Path> {
+pub(super) fn path_from_pb(path: i32) -> Option<Path> {
     match pb::Path::try_from(path) {
         Ok(pb::Path::Smb) => Some(Path::Smb),
         Ok(pb::Path::Enterprise) => Some(Path::Enterprise),
@@ -309,7 +309,7 @@ fn designation_from_pb(d: &pb::DesignationScore) -> Result<en::DesignationScore,
     })
 }
 
-fn subcategory_from_pb(s: &pb::SubcategoryScore) -> Result<en::SubcategoryScore, MalformedScore> {
+pub(super) fn subcategory_from_pb(s: &pb::SubcategoryScore) -> Result<en::SubcategoryScore, MalformedScore> {
     use pb::subcategory_score::Explanation as X;
     let bad = |what: &str| MalformedScore(format!("{what} of subcategory {}", s.name));
     let months = |ms: &[String]| -> Result<Vec<Month>, MalformedScore> {

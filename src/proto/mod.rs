@@ -5,7 +5,9 @@
 tonic::include_proto!("pcs.v1");
 
 /// The gRPC server, generated apart from the messages and the client: it sends
-/// `ScoreChangedWire` where the service definition says `ScoreChanged` (see `build.rs`).
+/// `ScoreChangedWire`, `GetScoreResponseWire` and `BatchGetScoresResponseWire` where the
+/// service definition says `ScoreChanged`, `GetScoreResponse` and `BatchGetScoresResponse`
+/// (see `build.rs`).
 pub mod server {
     include!(concat!(env!("OUT_DIR"), "/server/pcs.v1.rs"));
 }
@@ -17,12 +19,14 @@ mod convert;
 mod digest;
 mod qualified;
 mod score_changed;
+mod served;
 mod stored;
 
 pub use convert::{MalformedScore, decode_stored, qualification_windows, restore_shortfalls};
 pub use digest::score_digest;
 pub use qualified::{DesignationQualified, QualifiedView};
 pub use score_changed::ScoreChangedWire;
+pub use served::{BatchGetScoresResponseWire, GetScoreResponseWire, served_encoding, stored_as_of};
 pub use stored::{EncodedScore, encode_score};
 
 /// A real evaluation of a partner with one $5,000 ACR line, as of 2024-07-10: it qualifies

@@ -88,7 +88,7 @@ pub fn encode_score(score: &mut super::PartnerScore, plans: &[Option<Arc<Shortfa
 }
 
 /// `plan` encoded as a shortfall field, from the kept encodings or encoded and kept.
-fn plan_field(plan: &Arc<Shortfall>) -> Arc<[u8]> {
+pub(super) fn plan_field(plan: &Arc<Shortfall>) -> Arc<[u8]> {
     let address = Arc::as_ptr(plan) as usize;
     if let Some((_, field)) = PLAN_FIELDS.lock().unwrap_or_else(PoisonError::into_inner).get(&address) {
         return Arc::clone(field);
