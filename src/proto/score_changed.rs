@@ -8,9 +8,9 @@
 //! difference.
 
 use super::MalformedScore;
-use super::stored::{FORECAST, next_field};
+use super::stored::{FORECAST, encode_message_field, message_field_len, next_field};
 use prost::bytes::{Buf, BufMut, Bytes};
-use prost::encoding::{DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{DecodeContext, WireType};
 
 /// `ScoreChanged.score`, `.version`, `.cursor`, `.warnings`.
 const SCORE: u32 = 1;
@@ -53,17 +53,13 @@ impl ScoreChangedWire {
 
 /// Appends an encoded `ScoreWarning` framed as `ScoreChanged` field 4.
 fn push_warning(warnings: &mut Vec<u8>, warning: &[u8]) {
-    encode_key(WARNINGS, WireType::LengthDelimited, warnings);
-    encode_varint(warning.len() as u64, warnings);
-    warnings.extend_from_slice(warning);
+    encode_message_field(WARNINGS, warning, warnings);
 }
 
 impl prost::Message for ScoreChangedWire {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         // A message field is sent whenever it is set, even empty: `score` always is.
-        encode_key(SCORE, WireType::LengthDelimited, buf);
-        encode_varint(self.score.len() as u64, buf);
-        buf.put_slice(&self.score);
+        encode_message_field(SCORE, &self.score, buf);
         if self.version != 0 {
             prost::encoding::uint64::encode(VERSION, &self.version, buf);
         }
@@ -100,12 +96,7 @@ impl prost::Message for ScoreChangedWire {
         let version = if self.version == 0 { 0 } else { prost::encoding::uint64::encoded_len(VERSION, &self.version) };
         let cursor =
             if self.cursor.is_empty() { 0 } else { prost::encoding::string::encoded_len(CURSOR, &self.cursor) };
-        key_len(SCORE)
-            + encoded_len_varint(self.score.len() as u64)
-            + self.score.len()
-            + version
-            + cursor
-            + self.warnings.len()
+        message_field_len(SCORE, &self.score) + version + cursor + self.warnings.len()
     }
 
     fn clear(&mut self) {

@@ -14,14 +14,16 @@
 use super as pb;
 use super::MalformedScore;
 use super::convert::{path_from_pb, subcategory_from_pb};
-use super::stored::{DESIGNATIONS, next_field, plan_field};
+use super::stored::{
+    DESIGNATIONS, encode_field_header, encode_message_field, message_field_len, next_field, plan_field,
+};
 use crate::calendar::parse_date;
 use crate::engine as en;
 use crate::rules::{Path, RuleBook};
 use chrono::NaiveDate;
 use prost::Message;
 use prost::bytes::{Buf, BufMut};
-use prost::encoding::{DecodeContext, WireType, decode_varint, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{DecodeContext, WireType, decode_varint, key_len};
 
 /// `PartnerScore.as_of`, `.path` and `.qualification_windows`.
 const AS_OF: u32 = 2;
@@ -82,8 +84,7 @@ pub fn served_encoding(
             (WINDOWS, _) if windows.is_some() => {}
             (DESIGNATIONS, Some(designation)) => match plan(designation, path, as_of, rules)? {
                 Some(plan) => {
-                    encode_key(DESIGNATIONS, WireType::LengthDelimited, &mut served);
-                    encode_varint((designation.len() + plan.len()) as u64, &mut served);
+                    encode_field_header(DESIGNATIONS, designation.len() + plan.len(), &mut served);
                     served.extend_from_slice(designation);
                     served.extend_from_slice(&plan);
                 }
@@ -118,17 +119,6 @@ fn plan(
     }
     let subcategories = d.subcategories.iter().map(subcategory_from_pb).collect::<Result<Vec<_>, _>>()?;
     Ok(en::shortfall_of(&d.designation, &subcategories, path, as_of, rules).map(|p| plan_field(&p)))
-}
-
-/// Appends `message` (an encoded message) as field `number`.
-fn encode_message_field(number: u32, message: &[u8], buf: &mut impl BufMut) {
-    encode_key(number, WireType::LengthDelimited, buf);
-    encode_varint(message.len() as u64, buf);
-    buf.put_slice(message);
-}
-
-fn message_field_len(number: u32, message: &[u8]) -> usize {
-    key_len(number) + encoded_len_varint(message.len() as u64) + message.len()
 }
 
 /// `GetScoreResponse` with its score already encoded.

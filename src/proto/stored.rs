@@ -13,7 +13,8 @@ use super::MalformedScore;
 use super::convert::shortfall_to_pb;
 use crate::engine::Shortfall;
 use prost::Message;
-use prost::encoding::{WireType, decode_key, decode_varint, encode_key, encode_varint};
+use prost::bytes::BufMut;
+use prost::encoding::{WireType, decode_key, decode_varint, encode_key, encode_varint, encoded_len_varint, key_len};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
@@ -68,12 +69,10 @@ pub fn encode_score(score: &mut super::PartnerScore, plans: &[Option<Arc<Shortfa
         let plan = plans.get(i).and_then(Option::as_ref).map(plan_field);
         let len = designation.encoded_len();
         let plan_len = plan.as_ref().map_or(0, |p| p.len());
-        encode_key(DESIGNATIONS, WireType::LengthDelimited, &mut whole);
-        encode_varint((len + plan_len) as u64, &mut whole);
+        encode_field_header(DESIGNATIONS, len + plan_len, &mut whole);
         let at = whole.len();
         designation.encode_raw(&mut whole);
-        encode_key(DESIGNATIONS, WireType::LengthDelimited, &mut stored);
-        encode_varint(len as u64, &mut stored);
+        encode_field_header(DESIGNATIONS, len, &mut stored);
         stored.extend_from_slice(&whole[at..]);
         if let Some(plan) = plan {
             whole.extend_from_slice(&plan);
@@ -85,6 +84,24 @@ pub fn encode_score(score: &mut super::PartnerScore, plans: &[Option<Arc<Shortfa
     let super::PartnerScore { qualification_windows, forecast, .. } = after;
     *score = super::PartnerScore { designations, qualification_windows, forecast, ..before };
     EncodedScore { whole, stored }
+}
+
+/// The key and length of a length-delimited field `number` whose `len` bytes follow: for
+/// a field written from parts, or from bytes already encoded.
+pub(super) fn encode_field_header(number: u32, len: usize, buf: &mut impl BufMut) {
+    encode_key(number, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
+/// Appends `message` (an encoded message) as field `number`.
+pub(super) fn encode_message_field(number: u32, message: &[u8], buf: &mut impl BufMut) {
+    encode_field_header(number, message.len(), buf);
+    buf.put_slice(message);
+}
+
+/// The length of [`encode_message_field`]'s output.
+pub(super) fn message_field_len(number: u32, message: &[u8]) -> usize {
+    key_len(number) + encoded_len_varint(message.len() as u64) + message.len()
 }
 
 /// `plan` encoded as a shortfall field, from the kept encodings or encoded and kept.
