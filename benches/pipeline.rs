@@ -236,13 +236,32 @@ async fn main() {
             runtime.block_on(get_score_load(addr, qps, seconds, partners))
         })
     };
-    let mut reads = load.await.unwrap();
+    let timed = load.await.unwrap();
+    let mut reads: Vec<Duration> = timed.iter().map(|(_, latency)| *latency).collect();
     reads.sort();
+    // The tail's shape: requests over 2 ms spread evenly point at queueing on busy cores;
+    // packed into a few 10 ms windows, at stalls (a task or thread holding the cores).
+    let slow: Vec<&(Duration, Duration)> =
+        timed.iter().filter(|(_, latency)| *latency > Duration::from_millis(2)).collect();
+    let windows: std::collections::BTreeMap<u128, usize> =
+        slow.iter().fold(Default::default(), |mut windows, (start, _)| {
+            *windows.entry(start.as_millis() / 10).or_default() += 1;
+            windows
+        });
+    let mut busiest: Vec<(u128, usize)> = windows.iter().map(|(w, n)| (*w, *n)).collect();
+    busiest.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let in_top: usize = busiest.iter().take(10).map(|(_, n)| n).sum();
     println!(
         "| GetScore at {qps} QPS for {seconds} s | p50 {} | p99 {} | {} answered (target p99 ≤ 2 ms) |",
         ms(percentile(&reads, 0.5)),
         ms(percentile(&reads, 0.99)),
         reads.len()
+    );
+    println!(
+        "| GetScore requests over 2 ms | {} | in {} distinct 10 ms windows; the 10 busiest hold {in_top} (at {}) |",
+        slow.len(),
+        windows.len(),
+        busiest.iter().take(10).map(|(w, n)| format!("{} ms: {n}", w * 10)).collect::<Vec<_>>().join(", ")
     );
     let mut batch_latencies = Vec::new();
     for round in 0..20u64 {
@@ -342,13 +361,14 @@ async fn main() {
 
 /// Sends GetScore for partners `B0`, `B1`, ... at a steady `qps` for `seconds`, and returns
 /// the latency of every answered request.
-async fn get_score_load(addr: String, qps: u64, seconds: u64, partners: u64) -> Vec<Duration> {
+async fn get_score_load(addr: String, qps: u64, seconds: u64, partners: u64) -> Vec<(Duration, Duration)> {
     let channel = tonic::transport::Channel::from_shared(addr).unwrap().connect().await.unwrap();
     // A request every 200 µs on average, sent five per millisecond tick: bursts of 50 every
     // 10 ms measured mostly the queue inside each burst, not a steady load.
     let mut tick = tokio::time::interval(Duration::from_millis(1));
-    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+    let latencies: Arc<Mutex<Vec<(Duration, Duration)>>> = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = tokio::task::JoinSet::new();
+    let phase = Instant::now();
     for k in 0..qps * seconds {
         if k % (qps / 1000).max(1) == 0 {
             tick.tick().await;
@@ -362,7 +382,7 @@ async fn get_score_load(addr: String, qps: u64, seconds: u64, partners: u64) -> 
             let codec = tonic_prost::ProstCodec::<proto::GetScoreRequest, ChangedPartner>::default();
             let request = tonic::Request::new(proto::GetScoreRequest { partner_id: id, as_of: None });
             if grpc.ready().await.is_ok() && grpc.unary(request, path, codec).await.is_ok() {
-                latencies.lock().unwrap().push(at.elapsed());
+                latencies.lock().unwrap().push((at - phase, at.elapsed()));
             }
         });
     }
