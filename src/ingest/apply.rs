@@ -644,12 +644,16 @@ async fn settle<'p>(
     Ok(conflicted)
 }
 
-/// A growing, jittered pause after losing a partner to another writer, so two writers
-/// contending for one partner do not keep colliding in lockstep.
+/// A doubling, jittered pause after losing a partner to another writer, so two writers
+/// contending for one partner do not keep colliding in lockstep. Doubling (0.5 ms, 1 ms,
+/// ... up to 64 ms) rather than growing by a step: the rounds have to outlast a rival that
+/// keeps writing the partner, and with sixteen linear steps (68 ms in all) the store test
+/// of two such writers once ran out of rounds in a full test run. The sixteen rounds now
+/// wait 0.3–0.6 s in all before the batch fails and is retried whole.
 async fn back_off(round: usize) {
-    let jitter =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()) % 1000;
-    let micros = (round as u64 + 1) * 500 + u64::from(jitter);
+    let base = 500u64 << round.min(7);
+    let jitter = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let micros = base / 2 + u64::from(jitter) % (base / 2);
     tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
 }
 
