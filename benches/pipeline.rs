@@ -229,39 +229,34 @@ async fn main() {
     // The load runs on a runtime of its own, on a thread of its own, as a separate client
     // would: on the service's runtime, the 5k tasks a second it spawns wait in the same run
     // queues as the server's, and their queueing read as the service's latency.
-    let load = {
-        let addr = addr.clone();
-        tokio::task::spawn_blocking(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(get_score_load(addr, qps, seconds, partners))
-        })
-    };
-    let timed = load.await.unwrap();
-    let mut reads: Vec<Duration> = timed.iter().map(|(_, latency)| *latency).collect();
+    let timed = read_load::<_, ChangedPartner>(&addr, qps, seconds, GET_SCORE, move |k| proto::GetScoreRequest {
+        partner_id: format!("B{}", k % partners),
+        as_of: None,
+    })
+    .await;
+    let mut reads: Vec<Duration> = timed.iter().map(|read| read.latency).collect();
     reads.sort();
-    // The tail's shape: requests over 2 ms spread evenly point at queueing on busy cores;
-    // packed into a few 10 ms windows, at stalls (a task or thread holding the cores).
-    let slow: Vec<&(Duration, Duration)> =
-        timed.iter().filter(|(_, latency)| *latency > Duration::from_millis(2)).collect();
-    let windows: std::collections::BTreeMap<u128, usize> =
-        slow.iter().fold(Default::default(), |mut windows, (start, _)| {
-            *windows.entry(start.as_millis() / 10).or_default() += 1;
-            windows
-        });
-    let mut busiest: Vec<(u128, usize)> = windows.iter().map(|(w, n)| (*w, *n)).collect();
-    busiest.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
-    let in_top: usize = busiest.iter().take(10).map(|(_, n)| n).sum();
     println!(
         "| GetScore at {qps} QPS for {seconds} s | p50 {} | p99 {} | {} answered (target p99 ≤ 2 ms) |",
         ms(percentile(&reads, 0.5)),
         ms(percentile(&reads, 0.99)),
         reads.len()
     );
+    println!("{}", slow_read_shape(&timed, seconds));
+    // The same load on the health check, which touches neither Redis nor a score: the floor
+    // that the machine, the client and tonic set, against which GetScore's own cost shows.
+    let control = read_load::<_, tonic_health::pb::HealthCheckResponse>(&addr, qps, seconds, HEALTH_CHECK, |_| {
+        tonic_health::pb::HealthCheckRequest { service: String::new() }
+    })
+    .await;
+    let mut checks: Vec<Duration> = control.iter().map(|read| read.latency).collect();
+    checks.sort();
     println!(
-        "| GetScore requests over 2 ms | {} | in {} distinct 10 ms windows; the 10 busiest hold {in_top} (at {}) |",
-        slow.len(),
-        windows.len(),
-        busiest.iter().take(10).map(|(w, n)| format!("{} ms: {n}", w * 10)).collect::<Vec<_>>().join(", ")
+        "| control: health Check at {qps} QPS for {seconds} s | p50 {} | p99 {} | {} answered; {} over 2 ms |",
+        ms(percentile(&checks, 0.5)),
+        ms(percentile(&checks, 0.99)),
+        checks.len(),
+        checks.iter().filter(|latency| **latency > Duration::from_millis(2)).count()
     );
     let mut batch_latencies = Vec::new();
     for round in 0..20u64 {
@@ -359,14 +354,51 @@ async fn main() {
     let _ = service.await;
 }
 
-/// Sends GetScore for partners `B0`, `B1`, ... at a steady `qps` for `seconds`, and returns
-/// the latency of every answered request.
-async fn get_score_load(addr: String, qps: u64, seconds: u64, partners: u64) -> Vec<(Duration, Duration)> {
+/// One GetScore of the read load, as offsets from the start of the phase.
+struct TimedRead {
+    /// When the load meant to send it: request `k` at `k / qps` seconds.
+    scheduled: Duration,
+    /// When its task ran and sent it; later than `scheduled` when the client itself fell behind.
+    started: Duration,
+    latency: Duration,
+}
+
+const GET_SCORE: &str = "/pcs.v1.PartnerScoreService/GetScore";
+const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// Sends the unary call `path`, request `k` made by `request(k)`, at a steady `qps` for
+/// `seconds`, and returns the timing of every answered request. The load runs on a runtime
+/// of its own, on a thread of its own, as a separate client would: on the service's runtime,
+/// the 5k tasks a second it spawns wait in the same run queues as the server's, and their
+/// queueing read as the service's latency.
+async fn read_load<Q: prost::Message + Default + 'static, R: prost::Message + Default + 'static>(
+    addr: &str,
+    qps: u64,
+    seconds: u64,
+    path: &'static str,
+    request: impl Fn(u64) -> Q + Send + 'static,
+) -> Vec<TimedRead> {
+    let addr = addr.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(steady_unary_calls::<Q, R>(addr, qps, seconds, path, request))
+    })
+    .await
+    .unwrap()
+}
+
+async fn steady_unary_calls<Q: prost::Message + Default + 'static, R: prost::Message + Default + 'static>(
+    addr: String,
+    qps: u64,
+    seconds: u64,
+    path: &'static str,
+    request: impl Fn(u64) -> Q,
+) -> Vec<TimedRead> {
     let channel = tonic::transport::Channel::from_shared(addr).unwrap().connect().await.unwrap();
     // A request every 200 µs on average, sent five per millisecond tick: bursts of 50 every
     // 10 ms measured mostly the queue inside each burst, not a steady load.
     let mut tick = tokio::time::interval(Duration::from_millis(1));
-    let latencies: Arc<Mutex<Vec<(Duration, Duration)>>> = Arc::new(Mutex::new(Vec::new()));
+    let reads: Arc<Mutex<Vec<TimedRead>>> = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = tokio::task::JoinSet::new();
     let phase = Instant::now();
     for k in 0..qps * seconds {
@@ -374,20 +406,55 @@ async fn get_score_load(addr: String, qps: u64, seconds: u64, partners: u64) -> 
             tick.tick().await;
         }
         let mut grpc = tonic::client::Grpc::new(channel.clone());
-        let latencies = latencies.clone();
-        let id = format!("B{}", k % partners);
+        let reads = reads.clone();
+        let message = request(k);
+        let scheduled = Duration::from_micros(k * 1_000_000 / qps);
         tasks.spawn(async move {
             let at = Instant::now();
-            let path = tonic::codegen::http::uri::PathAndQuery::from_static("/pcs.v1.PartnerScoreService/GetScore");
-            let codec = tonic_prost::ProstCodec::<proto::GetScoreRequest, ChangedPartner>::default();
-            let request = tonic::Request::new(proto::GetScoreRequest { partner_id: id, as_of: None });
-            if grpc.ready().await.is_ok() && grpc.unary(request, path, codec).await.is_ok() {
-                latencies.lock().unwrap().push((at - phase, at.elapsed()));
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+            let codec = tonic_prost::ProstCodec::<Q, R>::default();
+            if grpc.ready().await.is_ok() && grpc.unary(tonic::Request::new(message), path, codec).await.is_ok() {
+                reads.lock().unwrap().push(TimedRead { scheduled, started: at - phase, latency: at.elapsed() });
             }
         });
     }
     while tasks.join_next().await.is_some() {}
-    latencies.lock().unwrap().clone()
+    std::mem::take(&mut *reads.lock().unwrap())
+}
+
+/// The tail's shape, as one table row: requests over 2 ms spread evenly over the phase's
+/// 10 ms windows point at queueing on busy cores; packed into a few windows, at stalls (a
+/// task or thread holding the cores). Windows are placed by when a request was sent, and the
+/// row says how far the client itself fell behind its schedule: its interval ticks catch up
+/// in bursts after a stall of its own, so a window can hold more than its 50 scheduled
+/// requests.
+fn slow_read_shape(reads: &[TimedRead], seconds: u64) -> String {
+    let slow: Vec<&TimedRead> = reads.iter().filter(|read| read.latency > Duration::from_millis(2)).collect();
+    let client_lag = reads.iter().map(|read| read.started.saturating_sub(read.scheduled)).max().unwrap_or_default();
+    let lag = format!("the client ran at most {} behind its schedule", ms(client_lag));
+    if slow.is_empty() {
+        return format!("| GetScore requests over 2 ms | 0 | none; {lag} |");
+    }
+    let mut windows: std::collections::BTreeMap<u128, usize> = Default::default();
+    for read in &slow {
+        *windows.entry(read.started.as_millis() / 10).or_default() += 1;
+    }
+    let mut busiest: Vec<(u128, usize)> = windows.into_iter().collect();
+    busiest.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+    let in_top: usize = busiest.iter().take(10).map(|(_, count)| count).sum();
+    format!(
+        "| GetScore requests over 2 ms | {} | in {} of the {} 10 ms windows; the 10 busiest hold {in_top} \
+         (window start: count; {}); {lag} |",
+        slow.len(),
+        busiest.len(),
+        seconds * 100,
+        busiest
+            .iter()
+            .take(10)
+            .map(|(start, count)| format!("{} ms: {count}", start * 10))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// Produces `total` ACR events at `rate` a second, each for a new partner `{prefix}N`, and
