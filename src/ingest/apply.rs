@@ -514,6 +514,10 @@ impl<S: StateStore> Applier<S> {
         noted: &mut Vec<String>,
     ) -> Result<Option<ScoreUpdate>, IngestError> {
         for round in 0..MAX_CONFLICT_ROUNDS {
+            // Paused before a retry, as in `apply_contended`, so the last lost round returns at once.
+            if round > 0 {
+                back_off(round - 1).await;
+            }
             let stored = self.store.load(&[(partner_id.to_owned(), Vec::new())]).await?.remove(0);
             if stored.version == 0 {
                 self.store.reschedule(today, &[(partner_id.to_owned(), None)]).await?;
@@ -524,19 +528,16 @@ impl<S: StateStore> Applier<S> {
                 self.store.note_unpublished(&[partner_id.to_owned()], now_ms()).await?;
                 noted.push(partner_id.to_owned());
             }
-            match self.store.write(std::slice::from_ref(&write)).await?.first() {
-                Some(WriteOutcome::Written { version }) => {
-                    self.store.reschedule(today, &[(partner_id.to_owned(), write.next_change)]).await?;
-                    return Ok(published.map(|score| ScoreUpdate {
-                        partner_id: partner_id.to_owned(),
-                        score,
-                        version: *version,
-                        oldest_event_ms: None,
-                    }));
-                }
-                // No pause after the last round: the error goes back at once.
-                _ if round + 1 < MAX_CONFLICT_ROUNDS => back_off(round).await,
-                _ => {}
+            if let Some(WriteOutcome::Written { version }) =
+                self.store.write(std::slice::from_ref(&write)).await?.first()
+            {
+                self.store.reschedule(today, &[(partner_id.to_owned(), write.next_change)]).await?;
+                return Ok(published.map(|score| ScoreUpdate {
+                    partner_id: partner_id.to_owned(),
+                    score,
+                    version: *version,
+                    oldest_event_ms: None,
+                }));
             }
         }
         Err(IngestError::Contended(vec![partner_id.to_owned()]))
