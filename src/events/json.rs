@@ -1,17 +1,29 @@
 //! The JSON form of an event (spec §2): one object per Kafka message or per file line.
+//!
+//! The object is read field by field into borrowed text: only the fields some event type
+//! reads are kept, each as a slice of the message where it has no escapes. Going through
+//! `serde_json::Value` built a map of owned keys and values for every event, a dozen
+//! allocations and copies that the event's own fields then copied again.
 
 use super::fields::{self, shown};
 use super::{AcrLine, CertificationChange, CertificationStatus, DeploymentReport, Event, EventError, Fact};
-use serde_json::{Map, Value};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Number;
+use std::borrow::Cow;
+use std::fmt;
 
 /// Decodes and validates one JSON event.
 pub fn decode_json(bytes: &[u8]) -> Result<Event, EventError> {
     let text = std::str::from_utf8(bytes).map_err(|_| EventError::NotUtf8)?;
-    let value: Value = serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?;
-    let Value::Object(object) = value else {
-        return Err(EventError::NotAnObject(kind(&value)));
-    };
-    let event = Fields(&object);
+    let not_json = |e: serde_json::Error| EventError::NotJson(e.to_string());
+    // JSON's whitespace is these four; anything but an object is parsed whole (so invalid
+    // JSON is still reported as such) only to name what it is.
+    if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
+        let value: Scalar = serde_json::from_str(text).map_err(not_json)?;
+        return Err(EventError::NotAnObject(value.kind()));
+    }
+    let EventObject(slots) = serde_json::from_str(text).map_err(not_json)?;
+    let event = Fields(&slots);
     let event_type = event.required_str("type")?;
     let event_id = fields::id("event_id", event.required_str("event_id")?)?;
     let partner_id = event.required_str("partner_id")?;
@@ -71,10 +83,10 @@ fn deployment(event: &Fields) -> Result<DeploymentReport, EventError> {
 
 /// `amount_micros` is a string or an integer literal; `5.0` and `1e3` are numbers but not
 /// integer literals, which serde_json reads as floats (as it does integers past `u64`).
-fn amount(value: &Value) -> Result<i64, EventError> {
+fn amount(value: &Scalar) -> Result<i64, EventError> {
     match value {
-        Value::String(text) => fields::amount_text(text),
-        Value::Number(n) => {
+        Scalar::Text(text) => fields::amount_text(text),
+        Scalar::Number(n) => {
             if let Some(v) = n.as_i64() {
                 return Ok(v);
             }
@@ -91,44 +103,202 @@ fn amount(value: &Value) -> Result<i64, EventError> {
             })
         }
         other => {
-            Err(EventError::WrongType { field: "amount_micros", expected: "a string or an integer", got: kind(other) })
+            Err(EventError::WrongType { field: "amount_micros", expected: "a string or an integer", got: other.kind() })
         }
     }
 }
 
-/// The object's fields, with `null` read as absent (spec §2).
-struct Fields<'a>(&'a Map<String, Value>);
+/// Every field some event type reads. The others are skipped without being kept.
+const FIELD_NAMES: [&str; 18] = [
+    "type",
+    "event_id",
+    "partner_id",
+    "customer_id",
+    "customer_segment",
+    "solution_area",
+    "attribution",
+    "month",
+    "amount_micros",
+    "individual_id",
+    "certification",
+    "status",
+    "earned_on",
+    "expires_on",
+    "removed_on",
+    "deployment_id",
+    "service",
+    "deployed_on",
+];
 
-impl<'a> Fields<'a> {
-    fn optional(&self, name: &'static str) -> Option<&'a Value> {
-        self.0.get(name).filter(|v| !v.is_null())
+fn slot(name: &str) -> Option<usize> {
+    FIELD_NAMES.iter().position(|known| *known == name)
+}
+
+/// The values of an object's known fields, by their place in [`FIELD_NAMES`].
+type Slots<'a> = [Option<Scalar<'a>>; FIELD_NAMES.len()];
+
+/// The object's fields, with `null` read as absent (spec §2).
+struct Fields<'s, 'a>(&'s Slots<'a>);
+
+impl<'s, 'a> Fields<'s, 'a> {
+    fn optional(&self, name: &'static str) -> Option<&'s Scalar<'a>> {
+        let index = slot(name).expect("every field an event type reads is in FIELD_NAMES");
+        self.0[index].as_ref().filter(|v| !matches!(v, Scalar::Null))
     }
 
-    fn required(&self, name: &'static str) -> Result<&'a Value, EventError> {
+    fn required(&self, name: &'static str) -> Result<&'s Scalar<'a>, EventError> {
         self.optional(name).ok_or(EventError::Missing(name))
     }
 
-    fn required_str(&self, name: &'static str) -> Result<&'a str, EventError> {
+    fn required_str(&self, name: &'static str) -> Result<&'s str, EventError> {
         as_str(name, self.required(name)?)
     }
 
-    fn optional_str(&self, name: &'static str) -> Result<Option<&'a str>, EventError> {
+    fn optional_str(&self, name: &'static str) -> Result<Option<&'s str>, EventError> {
         self.optional(name).map(|v| as_str(name, v)).transpose()
     }
 }
 
-fn as_str<'a>(field: &'static str, value: &'a Value) -> Result<&'a str, EventError> {
-    value.as_str().ok_or(EventError::WrongType { field, expected: "a string", got: kind(value) })
+fn as_str<'s>(field: &'static str, value: &'s Scalar<'_>) -> Result<&'s str, EventError> {
+    match value {
+        Scalar::Text(text) => Ok(text),
+        other => Err(EventError::WrongType { field, expected: "a string", got: other.kind() }),
+    }
 }
 
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// A JSON value as far as an event's field needs it: its text or number, or only its kind.
+enum Scalar<'a> {
+    Null,
+    Bool,
+    Number(Number),
+    /// Borrowed from the message unless it had escapes.
+    Text(Cow<'a, str>),
+    Array,
+    Object,
+}
+
+impl Scalar<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Scalar::Null => "null",
+            Scalar::Bool => "a boolean",
+            Scalar::Number(_) => "a number",
+            Scalar::Text(_) => "a string",
+            Scalar::Array => "an array",
+            Scalar::Object => "an object",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Null)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Bool)
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Scalar<'de>, E> {
+        // serde_json yields only finite floats; `Value` reads any other as null too.
+        Ok(Number::from_f64(v).map_or(Scalar::Null, Scalar::Number))
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Text(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Text(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Array)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Object)
+    }
+}
+
+/// A top-level JSON object's known fields. A field given twice keeps its last value, as
+/// `serde_json::Value` does.
+struct EventObject<'a>(Slots<'a>);
+
+impl<'de> Deserialize<'de> for EventObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EventObjectVisitor)
+    }
+}
+
+struct EventObjectVisitor;
+
+impl<'de> Visitor<'de> for EventObjectVisitor {
+    type Value = EventObject<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventObject<'de>, A::Error> {
+        let mut slots: Slots<'de> = Default::default();
+        while let Some(FieldSlot(found)) = map.next_key()? {
+            match found {
+                Some(index) => slots[index] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(EventObject(slots))
+    }
+}
+
+/// A field's place in [`FIELD_NAMES`]; `None` for a field no event type reads. Found from
+/// the name as parsed, so a name with escapes costs no copy either.
+struct FieldSlot(Option<usize>);
+
+impl<'de> Deserialize<'de> for FieldSlot {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(FieldSlotVisitor)
+    }
+}
+
+struct FieldSlotVisitor;
+
+impl Visitor<'_> for FieldSlotVisitor {
+    type Value = FieldSlot;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<FieldSlot, E> {
+        Ok(FieldSlot(slot(name)))
     }
 }
 
@@ -182,6 +352,27 @@ mod tests {
         let Fact::Acr(a) = e.fact else { panic!("not acr") };
         assert_eq!(a.segment, Segment::Unknown);
         assert_eq!(reason(&ACR.replace(r#""a-1""#, "null")), "missing required field \"event_id\"");
+    }
+
+    #[test]
+    fn fields_are_read_as_the_json_says() {
+        let escaped = r#"{"ty\u0070e":"acr","event_id":"a-\"1\"","partner_id":"P1","customer_id":"C\u00e91","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-05","amount_micros":"600000000"}"#;
+        let e = decode_json(escaped.as_bytes()).unwrap();
+        assert_eq!(e.event_id, "a-\"1\"");
+        let Fact::Acr(a) = e.fact else { panic!("not acr") };
+        assert_eq!(a.customer_id, "C\u{e9}1");
+        let unknown = ACR.replacen('{', r#"{"note":{"nested":[1,{"x":null}]},"tags":[true,"t"],"#, 1);
+        assert!(decode_json(unknown.as_bytes()).is_ok(), "unknown fields of any kind are skipped");
+        let twice = ACR.replace(r#""month":"2024-05""#, r#""month":"2024-13","month":"2024-04""#);
+        let Fact::Acr(a) = decode_json(twice.as_bytes()).unwrap().fact else { panic!("not acr") };
+        assert_eq!(a.month.to_string(), "2024-04", "a field given twice keeps its last value");
+        assert_eq!(reason(&ACR.replace(r#""C1""#, "{}")), "field \"customer_id\" must be a string, got an object");
+        assert_eq!(reason(&ACR.replace(r#""C1""#, "[]")), "field \"customer_id\" must be a string, got an array");
+        assert_eq!(reason(&ACR.replace(r#""C1""#, "false")), "field \"customer_id\" must be a string, got a boolean");
+        assert_eq!(reason(" \n\"text\""), "an event must be a JSON object, got a string");
+        assert_eq!(reason("null"), "an event must be a JSON object, got null");
+        assert!(reason(&format!("{ACR} {{")).starts_with("not valid JSON"), "trailing text is refused");
+        assert!(reason(&ACR.replacen('{', r#"{"x":[1,"#, 1)).starts_with("not valid JSON"));
     }
 
     #[test]

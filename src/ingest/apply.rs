@@ -197,10 +197,12 @@ impl<S: StateStore> Applier<S> {
         partners
             .iter()
             .map(|(partner, indexes)| {
-                let mut sources: Vec<SourcePartition> = indexes.iter().map(|i| events[*i].raw.source.clone()).collect();
+                // Deduplicated before they are copied: a partner's events come from one or two
+                // partitions, and each copy allocates the topic's name.
+                let mut sources: Vec<&SourcePartition> = indexes.iter().map(|i| &events[*i].raw.source).collect();
                 sources.sort();
                 sources.dedup();
-                ((*partner).to_owned(), sources)
+                ((*partner).to_owned(), sources.into_iter().cloned().collect())
             })
             .collect()
     }
