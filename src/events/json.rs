@@ -7,7 +7,7 @@
 
 use super::fields::{self, shown};
 use super::{AcrLine, CertificationChange, CertificationStatus, DeploymentReport, Event, EventError, Fact};
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
 use std::borrow::Cow;
 use std::fmt;
@@ -108,7 +108,7 @@ fn amount(value: &Scalar) -> Result<i64, EventError> {
     }
 }
 
-/// Every field some event type reads. The others are skipped without being kept.
+/// Every field some event type reads. The others are read and dropped.
 const FIELD_NAMES: [&str; 18] = [
     "type",
     "event_id",
@@ -234,13 +234,16 @@ impl<'de> Visitor<'de> for ScalarVisitor {
         Ok(Scalar::Text(Cow::Owned(v.to_owned())))
     }
 
+    // Nested values are read as values too, not skipped with `IgnoredAny`: serde_json's
+    // skipping neither limits nesting depth nor checks escapes and number ranges, so a line
+    // `Value` refused would have been taken.
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Scalar>()?.is_some() {}
         Ok(Scalar::Array)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry::<Scalar, Scalar>()?.is_some() {}
         Ok(Scalar::Object)
     }
 }
@@ -269,9 +272,8 @@ impl<'de> Visitor<'de> for EventObjectVisitor {
         while let Some(FieldSlot(found)) = map.next_key()? {
             match found {
                 Some(index) => slots[index] = Some(map.next_value()?),
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                // Read and dropped, for the checks `Scalar` keeps.
+                None => drop(map.next_value::<Scalar>()?),
             }
         }
         Ok(EventObject(slots))
@@ -362,7 +364,7 @@ mod tests {
         let Fact::Acr(a) = e.fact else { panic!("not acr") };
         assert_eq!(a.customer_id, "C\u{e9}1");
         let unknown = ACR.replacen('{', r#"{"note":{"nested":[1,{"x":null}]},"tags":[true,"t"],"#, 1);
-        assert!(decode_json(unknown.as_bytes()).is_ok(), "unknown fields of any kind are skipped");
+        assert!(decode_json(unknown.as_bytes()).is_ok(), "unknown fields of any kind are read and dropped");
         let twice = ACR.replace(r#""month":"2024-05""#, r#""month":"2024-13","month":"2024-04""#);
         let Fact::Acr(a) = decode_json(twice.as_bytes()).unwrap().fact else { panic!("not acr") };
         assert_eq!(a.month.to_string(), "2024-04", "a field given twice keeps its last value");
@@ -373,6 +375,18 @@ mod tests {
         assert_eq!(reason("null"), "an event must be a JSON object, got null");
         assert!(reason(&format!("{ACR} {{")).starts_with("not valid JSON"), "trailing text is refused");
         assert!(reason(&ACR.replacen('{', r#"{"x":[1,"#, 1)).starts_with("not valid JSON"));
+    }
+
+    #[test]
+    fn unknown_fields_are_checked_as_json() {
+        let with = |field: &str| ACR.replacen('{', &format!("{{{field},"), 1);
+        let deep = format!("\"x\":{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(reason(&with(&deep)).contains("recursion limit exceeded"), "{}", reason(&with(&deep)));
+        assert!(reason(&with(r#""x":"\ud800""#)).starts_with("not valid JSON"), "a lone surrogate is refused");
+        assert!(reason(&with(r#""x":1e400"#)).contains("number out of range"));
+        assert!(reason(&with(r#""x":[1,]"#)).contains("trailing comma"));
+        assert!(reason(&with(r#""x":{"a":1,}"#)).contains("trailing comma"));
+        assert!(reason(r#"["\ud800"]"#).starts_with("not valid JSON"));
     }
 
     #[test]
