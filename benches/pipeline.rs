@@ -3,7 +3,8 @@
 //!   scripts/bench            (or: cargo bench --bench pipeline)
 //! Sizes: PCS_BENCH_EVENTS (default 1,000,000), PCS_BENCH_PARTNERS (20,000),
 //! PCS_BENCH_SECONDS per steady-rate phase (10); PCS_BENCH_BATCH sets the service's
-//! --batch-max-events (default: the service's default), to compare batch sizes.
+//! --batch-max-events (default: the service's default), to compare batch sizes;
+//! PCS_BENCH_KAFKA_CONFIG (`key=value,...`) is passed to the service as --kafka-config.
 
 use pcs::kafka::{Cluster, ensure_topics, send_lines, topics::TopicSpec};
 use pcs::proto::{self, partner_score_service_client::PartnerScoreServiceClient};
@@ -77,6 +78,59 @@ fn rss_bytes() -> u64 {
             s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU time (user + system, all threads) a process has used so far, in seconds; `None` when
+/// it cannot be read (not Linux, or the process is gone).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name, which is in parentheses and may hold spaces: fields 3 on, so
+    // utime and stime (fields 14 and 15) are the 12th and 13th. Linux counts them in
+    // USER_HZ ticks, 100 a second on every architecture it runs on.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// The CPU time of the benchmark's process (the service and its load generators), the
+/// redis-server and the broker (when the benchmark started it), read together.
+#[derive(Clone, Copy)]
+struct CpuTimes {
+    service: f64,
+    redis: f64,
+    broker: Option<f64>,
+}
+
+impl CpuTimes {
+    fn read(redis_pid: u32, broker_pid: Option<u32>) -> Option<CpuTimes> {
+        Some(CpuTimes {
+            service: cpu_seconds(std::process::id())?,
+            redis: cpu_seconds(redis_pid)?,
+            broker: broker_pid.and_then(cpu_seconds),
+        })
+    }
+
+    /// A row of the CPU each process used from `self` to `later`, per event: what a phase of
+    /// new partners costs the machine, the figure the freshness target needs halved, read in
+    /// every run instead of worked out from a profile.
+    fn per_event_row(&self, later: &CpuTimes, events: usize, rate: u64) -> String {
+        let micros = |before: f64, after: f64| (after - before) * 1e6 / events.max(1) as f64;
+        let service = micros(self.service, later.service);
+        let redis = micros(self.redis, later.redis);
+        let broker = self.broker.zip(later.broker).map(|(b, a)| micros(b, a));
+        let total = service + redis + broker.unwrap_or(0.0);
+        format!(
+            "| CPU per event at {rate} events/s (each a new partner) | {total:.0} µs | service and load generators {service:.0} µs, \
+             redis {redis:.0} µs, broker {} | {} |",
+            broker.map_or("not measured (external)".to_owned(), |b| format!("{b:.0} µs")),
+            if rate == 20_000 {
+                "2 cores at 20k events/s leave 100 µs"
+            } else {
+                "below capacity: idle polling included"
+            }
+        )
+    }
 }
 
 /// Reads every partition to its end with a bare consumer: the ceiling.
@@ -165,7 +219,10 @@ async fn main() {
     // 3. Ingest: pcs to the end (committed offsets = end).
     let listen_port = free_port();
     let mut config = support::config(&broker, &redis_server, "bench", "2024-07-10");
-    config.kafka_config = Vec::new();
+    // librdkafka settings for every client of the service, to compare them (`key=value,...`).
+    config.kafka_config = std::env::var("PCS_BENCH_KAFKA_CONFIG")
+        .map(|v| v.split(',').filter(|kv| !kv.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
     config.redis_prefix = "pcs".into();
     config.redis_timeout_ms = 5000;
     config.group_id = "bench".into();
@@ -212,7 +269,9 @@ async fn main() {
     let mut on_topic = n as i64;
     for (rate, prefix) in [(if smoke { 200 } else { 2_000u64 }, "FL"), (if smoke { 1_000 } else { 20_000 }, "FR")] {
         let total = rate * seconds;
+        let cpu_before = CpuTimes::read(redis_server.pid(), broker.pid());
         let mut fresh = freshness(&addr, &cluster, &watcher, on_topic, rate, total, prefix).await;
+        let cpu_after = CpuTimes::read(redis_server.pid(), broker.pid());
         on_topic += total as i64 + 1;
         fresh.sort();
         let target = if rate == 20_000 { " (target p99 ≤ 100 ms)" } else { "" };
@@ -222,6 +281,9 @@ async fn main() {
             ms(percentile(&fresh, 0.99)),
             fresh.len()
         );
+        if let Some((before, after)) = cpu_before.zip(cpu_after) {
+            println!("{}", before.per_event_row(&after, total as usize, rate));
+        }
     }
 
     // 5. Reads: GetScore at a steady 5k QPS; BatchGetScores of 1000.

@@ -117,6 +117,11 @@ impl Redis {
         panic!("redis-server on {} never answered PING", self.port);
     }
 
+    /// The redis-server's process id (the benchmark reads its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -218,6 +223,11 @@ impl Broker {
     /// A broker this handle does not own (not stopped on drop).
     pub fn external(bootstrap: &str) -> Broker {
         Broker { bootstrap: bootstrap.to_owned(), child: None }
+    }
+
+    /// The process id of the broker this handle started (none for an external one).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn start() -> Broker {
