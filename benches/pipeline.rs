@@ -3,7 +3,8 @@
 //!   scripts/bench            (or: cargo bench --bench pipeline)
 //! Sizes: PCS_BENCH_EVENTS (default 1,000,000), PCS_BENCH_PARTNERS (20,000),
 //! PCS_BENCH_SECONDS per steady-rate phase (10); PCS_BENCH_BATCH sets the service's
-//! --batch-max-events (default: the service's default), to compare batch sizes;
+//! --batch-max-events (default: the service's default), to compare batch sizes, and
+//! PCS_BENCH_BATCH_WAIT_MS its --batch-max-wait-ms;
 //! PCS_BENCH_KAFKA_CONFIG (`key=value,...`) is passed to the service as --kafka-config.
 
 use pcs::kafka::{Cluster, ensure_topics, send_lines, topics::TopicSpec};
@@ -230,6 +231,7 @@ async fn main() {
     config.scores_partitions = PARTITIONS;
     config.listen = format!("127.0.0.1:{listen_port}").parse().unwrap();
     config.batch_max_events = env("PCS_BENCH_BATCH", pcs::config::DEFAULT_BATCH_MAX_EVENTS as u64) as usize;
+    config.batch_max_wait_ms = env("PCS_BENCH_BATCH_WAIT_MS", config.batch_max_wait_ms);
     config.watch_buffer = 65_536;
     let (shutdown, _) = tokio::sync::broadcast::channel(1);
     let started = Instant::now();
