@@ -26,7 +26,15 @@ pub struct Cursor(BTreeMap<i32, i64>);
 impl Cursor {
     /// `partition:offset` pairs, comma-separated (e.g. `0:17,1:4`).
     pub fn encode(&self) -> String {
-        self.0.iter().map(|(p, o)| format!("{p}:{o}")).collect::<Vec<_>>().join(",")
+        use std::fmt::Write;
+        // Written into one string: every score sent to every watcher carries its cursor, and a
+        // string per pair joined afterwards allocated once per partition of the topic.
+        let mut text = String::with_capacity(self.0.len() * 12);
+        for (i, (p, o)) in self.0.iter().enumerate() {
+            let comma = if i == 0 { "" } else { "," };
+            write!(text, "{comma}{p}:{o}").expect("writing to a String cannot fail");
+        }
+        text
     }
 
     pub fn parse(text: &str) -> Result<Cursor, String> {

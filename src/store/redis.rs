@@ -188,23 +188,19 @@ impl RedisStore {
         format!("o:{}:{}", source.topic, source.partition)
     }
 
-    /// A call of `script` on one key. One node runs it by hash (loaded on demand, see
+    /// A call of `script` on one key, with room for `more_args` arguments of `more_bytes` in
+    /// all after the key. One node runs it by hash (loaded on demand, see
     /// `run_with_scripts`); a cluster gets the source with it, as each shard must know it and
     /// no single load reaches them all.
-    fn script_call(&self, script: &Script, source: &str, key: String) -> Cmd {
-        let mut command = match self.connection {
-            Connection::Single(_) => {
-                let mut c = redis::cmd("EVALSHA");
-                c.arg(script.get_hash());
-                c
-            }
-            Connection::Cluster { .. } => {
-                let mut c = redis::cmd("EVAL");
-                c.arg(source);
-                c
-            }
+    fn script_call(&self, script: &Script, source: &str, key: String, more_args: usize, more_bytes: usize) -> Cmd {
+        let (name, body) = match self.connection {
+            Connection::Single(_) => ("EVALSHA", script.get_hash()),
+            Connection::Cluster { .. } => ("EVAL", source),
         };
-        command.arg(1).arg(key);
+        // Sized up front: a commit carries a partner's whole state and score, and a command
+        // grown argument by argument copied them again at every doubling.
+        let mut command = Cmd::with_capacity(4 + more_args, name.len() + body.len() + 1 + key.len() + more_bytes);
+        command.arg(name).arg(body).arg(1).arg(key);
         command
     }
 
@@ -251,15 +247,19 @@ impl RedisStore {
 
     /// The conditional commit of one partner's write (see `commit.lua`).
     fn commit_command(&self, w: &PartnerWrite) -> Cmd {
-        let mut commit = self.script_call(&self.commit, COMMIT, self.partner_key(&w.partner_id));
-        commit
-            .arg(w.expected_version)
-            .arg(&w.state)
-            .arg(&w.score)
-            .arg(w.score_fingerprint.to_string())
-            .arg(w.history.as_deref().unwrap_or_default());
-        for (source, offset) in &w.offsets {
-            commit.arg(Self::offset_field(source)).arg(*offset);
+        let offset_fields: Vec<String> = w.offsets.iter().map(|(source, _)| Self::offset_field(source)).collect();
+        let history = w.history.as_deref().unwrap_or_default();
+        // Numbers are written as at most 20 digits each.
+        let bytes = 3 * 20
+            + w.state.len()
+            + w.score.len()
+            + history.len()
+            + offset_fields.iter().map(|f| f.len() + 20).sum::<usize>();
+        let key = self.partner_key(&w.partner_id);
+        let mut commit = self.script_call(&self.commit, COMMIT, key, 5 + 2 * w.offsets.len(), bytes);
+        commit.arg(w.expected_version).arg(&w.state).arg(&w.score).arg(w.score_fingerprint.to_string()).arg(history);
+        for (field, (_, offset)) in offset_fields.into_iter().zip(&w.offsets) {
+            commit.arg(field).arg(*offset);
         }
         commit
     }
@@ -304,11 +304,11 @@ impl StateStore for RedisStore {
         let commands = partners
             .iter()
             .map(|(partner_id, sources)| {
-                let mut cmd = redis::cmd("HMGET");
-                cmd.arg(self.partner_key(partner_id)).arg("state").arg("ver").arg("fp").arg("hist");
-                for source in sources {
-                    cmd.arg(Self::offset_field(source));
-                }
+                let fields: Vec<String> = sources.iter().map(Self::offset_field).collect();
+                let key = self.partner_key(partner_id);
+                let bytes = "HMGETstateverfphist".len() + key.len() + fields.iter().map(String::len).sum::<usize>();
+                let mut cmd = Cmd::with_capacity(6 + fields.len(), bytes);
+                cmd.arg("HMGET").arg(key).arg("state").arg("ver").arg("fp").arg("hist").arg(fields);
                 cmd
             })
             .collect();
@@ -401,7 +401,8 @@ impl StateStore for RedisStore {
             changes
                 .iter()
                 .map(|(partner_id, next_change)| {
-                    let mut cmd = self.script_call(&self.reschedule, RESCHEDULE, self.due_key());
+                    let mut cmd =
+                        self.script_call(&self.reschedule, RESCHEDULE, self.due_key(), 3, 60 + partner_id.len());
                     cmd.arg(day_number(today))
                         .arg(next_change.map(|d| day_number(d).to_string()).unwrap_or_default())
                         .arg(partner_id);
