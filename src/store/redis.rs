@@ -16,6 +16,10 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 const COMMIT: &str = include_str!("commit.lua");
+/// The fields a load reads before the offsets of the sources asked for, in this order.
+const LOADED_FIELDS: [&str; 4] = ["state", "ver", "fp", "hist"];
+/// Room for a number written as a command argument: 20 digits hold any u64 or i64.
+const NUMBER_BYTES: usize = 20;
 /// Partners named by one index ZADD: a few tens of KB per command, so Redis is never held
 /// by one command for long.
 const INDEX_CHUNK: usize = 1000;
@@ -249,12 +253,11 @@ impl RedisStore {
     fn commit_command(&self, w: &PartnerWrite) -> Cmd {
         let offset_fields: Vec<String> = w.offsets.iter().map(|(source, _)| Self::offset_field(source)).collect();
         let history = w.history.as_deref().unwrap_or_default();
-        // Numbers are written as at most 20 digits each.
-        let bytes = 3 * 20
+        let bytes = 2 * NUMBER_BYTES
             + w.state.len()
             + w.score.len()
             + history.len()
-            + offset_fields.iter().map(|f| f.len() + 20).sum::<usize>();
+            + offset_fields.iter().map(|f| f.len() + NUMBER_BYTES).sum::<usize>();
         let key = self.partner_key(&w.partner_id);
         let mut commit = self.script_call(&self.commit, COMMIT, key, 5 + 2 * w.offsets.len(), bytes);
         commit.arg(w.expected_version).arg(&w.state).arg(&w.score).arg(w.score_fingerprint.to_string()).arg(history);
@@ -306,9 +309,12 @@ impl StateStore for RedisStore {
             .map(|(partner_id, sources)| {
                 let fields: Vec<String> = sources.iter().map(Self::offset_field).collect();
                 let key = self.partner_key(partner_id);
-                let bytes = "HMGETstateverfphist".len() + key.len() + fields.iter().map(String::len).sum::<usize>();
-                let mut cmd = Cmd::with_capacity(6 + fields.len(), bytes);
-                cmd.arg("HMGET").arg(key).arg("state").arg("ver").arg("fp").arg("hist").arg(fields);
+                let bytes = "HMGET".len()
+                    + key.len()
+                    + LOADED_FIELDS.iter().map(|f| f.len()).sum::<usize>()
+                    + fields.iter().map(String::len).sum::<usize>();
+                let mut cmd = Cmd::with_capacity(2 + LOADED_FIELDS.len() + fields.len(), bytes);
+                cmd.arg("HMGET").arg(key).arg(&LOADED_FIELDS[..]).arg(fields);
                 cmd
             })
             .collect();
@@ -318,7 +324,7 @@ impl StateStore for RedisStore {
             .zip(rows)
             .map(|((partner_id, sources), row)| {
                 let row = match row {
-                    Value::Array(row) if row.len() == 4 + sources.len() => row,
+                    Value::Array(row) if row.len() == LOADED_FIELDS.len() + sources.len() => row,
                     other => return Err(StoreError::Protocol(format!("HMGET returned {other:?}"))),
                 };
                 let state = match bytes(&row[0]) {
@@ -331,7 +337,7 @@ impl StateStore for RedisStore {
                     history: StoredPartner::decode_history(partner_id, bytes(&row[3]))?,
                     version: number(&row[1]).unwrap_or(0),
                     score_fingerprint: number(&row[2]),
-                    offsets: row[4..].iter().map(number).collect(),
+                    offsets: row[LOADED_FIELDS.len()..].iter().map(number).collect(),
                 })
             })
             .collect()
@@ -401,8 +407,13 @@ impl StateStore for RedisStore {
             changes
                 .iter()
                 .map(|(partner_id, next_change)| {
-                    let mut cmd =
-                        self.script_call(&self.reschedule, RESCHEDULE, self.due_key(), 3, 60 + partner_id.len());
+                    let mut cmd = self.script_call(
+                        &self.reschedule,
+                        RESCHEDULE,
+                        self.due_key(),
+                        3,
+                        2 * NUMBER_BYTES + partner_id.len(),
+                    );
                     cmd.arg(day_number(today))
                         .arg(next_change.map(|d| day_number(d).to_string()).unwrap_or_default())
                         .arg(partner_id);
