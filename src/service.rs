@@ -143,7 +143,7 @@ async fn run<S: StateStore>(
     let producer: FutureProducer = cluster.producer().create().map_err(KafkaError::Client)?;
     let status = Arc::new(IngestStatus::default());
     let consumer: StreamConsumer<IngestContext> = cluster
-        .event_consumer(&config.group_id)
+        .event_consumer(&config.group_id, config.batch_max_events)
         .create_with_context(IngestContext::new(status.clone()))
         .map_err(KafkaError::Client)?;
     consumer
