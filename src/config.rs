@@ -16,7 +16,10 @@ use std::time::Duration;
 /// 100k events per batch ingested 56k events/s on average over five runs (74k after the
 /// first commit) against 49k (61k) in two runs with 50k, at about the same freshness p99 under 20k new
 /// partners a second (9.4–11.5 s against 9.0–9.9 s); 200k ingested 57–67k but raised that
-/// p99 to 12.1–12.6 s. Where the service keeps up, batches stay
+/// p99 to 12.1–12.6 s. Those runs predate the consumer's prefetch fix (`src/kafka`), when a
+/// batch above 100k ended at what librdkafka had prefetched; since, two runs with batches of
+/// up to 300k ingested 117–121k events/s against 90–109k with 100k (README, sixteenth
+/// round), for about 100 MiB more memory. Where the service keeps up, batches stay
 /// small whatever this limit is. A batch holds its messages in memory, about 1 KB per
 /// event with its decoded form, and the batch before it is held until its scores are
 /// acknowledged.
