@@ -80,6 +80,10 @@ fn base(brokers: &str) -> ClientConfig {
 /// librdkafka's default `queued.min.messages`: the prefetch pcs keeps for smaller batches.
 const PREFETCH_MIN_EVENTS: usize = 100_000;
 
+/// `fetch.queue.backoff.ms` of every pcs consumer: how soon librdkafka looks again at a
+/// full prefetch queue (1 s by default; why not, at the event consumer's setting).
+const FULL_QUEUE_BACKOFF_MS: &str = "20";
+
 /// The consumer of partner events, in the service's consumer group.
 fn event_consumer_config(brokers: &str, group_id: &str, batch_max_events: usize) -> ClientConfig {
     let mut config = base(brokers);
@@ -119,7 +123,7 @@ fn event_consumer_config(brokers: &str, group_id: &str, batch_max_events: usize)
         // (six benchmark runs alternated with six), ingest after the first commit rose from
         // 116k-123k to 131k-180k events/s; the cost is a look at the queue's length every
         // 20 ms while it is full.
-        .set("fetch.queue.backoff.ms", "20")
+        .set("fetch.queue.backoff.ms", FULL_QUEUE_BACKOFF_MS)
         // librdkafka's statistics carry the consumer lag per partition, exported as a metric.
         .set("statistics.interval.ms", "10000");
     config
@@ -162,7 +166,7 @@ fn reader_config(brokers: &str, name: &str) -> ClientConfig {
         // 64 MB queue, and with the default 1 s backoff it could drain that queue and then
         // wait, its watchers with it. It changed none of the benchmark's freshness figures
         // beyond noise, but a catch-up publishes that many scores at once.
-        .set("fetch.queue.backoff.ms", "20");
+        .set("fetch.queue.backoff.ms", FULL_QUEUE_BACKOFF_MS);
     config
 }
 
