@@ -23,6 +23,33 @@ use support::free_port;
 const TOPIC: &str = "bench.events";
 const PARTITIONS: i32 = 6;
 
+/// The servers' builds, printed with the figures: two tansu binaries that both call
+/// themselves 0.6.0 gave ingest figures a factor of two apart (README, Performance).
+fn server_versions(broker: &support::Broker) -> String {
+    let version = |program: &std::path::Path| {
+        std::process::Command::new(program).arg("--version").output().ok().map_or_else(
+            || format!("{} (no version)", program.display()),
+            |out| String::from_utf8_lossy(&out.stdout).split(" sha=").next().unwrap_or_default().trim().to_owned(),
+        )
+    };
+    let redis = version(std::path::Path::new("redis-server"));
+    let kafka = match broker.pid() {
+        Some(_) => {
+            // Both of those builds report 0.6.0: the binary's digest tells them apart.
+            let tansu = support::tansu_path();
+            let digest = std::process::Command::new("sha256sum")
+                .arg(&tansu)
+                .output()
+                .ok()
+                .and_then(|out| String::from_utf8_lossy(&out.stdout).get(..12).map(str::to_owned))
+                .unwrap_or_else(|| "no digest".to_owned());
+            format!("{} ({}, sha256 {digest}…)", version(&tansu), tansu.display())
+        }
+        None => format!("the broker at {} (PCS_TEST_KAFKA)", broker.bootstrap),
+    };
+    format!("{redis}; {kafka}")
+}
+
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -206,6 +233,7 @@ async fn main() {
         "pcs pipeline benchmark: {n} events, {partners} partners, 6 partitions; redis-server and tansu on this machine"
     );
     println!("machine: {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!("servers: {}", server_versions(&broker));
 
     // 1. Pre-fill.
     let producer: FutureProducer = cluster.producer().create().unwrap();
