@@ -18,8 +18,8 @@ use std::time::Duration;
 /// partners a second (9.4–11.5 s against 9.0–9.9 s); 200k ingested 57–67k but raised that
 /// p99 to 12.1–12.6 s. Those runs predate the consumer's prefetch fix (`src/kafka`), when a
 /// batch above 100k ended at what librdkafka had prefetched; since, two runs with batches of
-/// up to 300k ingested 117–121k events/s against 90–109k with 100k (README, sixteenth
-/// round), for about 100 MiB more memory. Where the service keeps up, batches stay
+/// up to 300k ingested 117–121k events/s against 90–109k with 100k (sixteenth round, in
+/// docs/performance-log.md), for about 100 MiB more memory. Where the service keeps up, batches stay
 /// small whatever this limit is. A batch holds its messages in memory, about 1 KB per
 /// event with its decoded form, and the batch before it is held until its scores are
 /// acknowledged.

@@ -81,7 +81,7 @@ fn base(brokers: &str) -> ClientConfig {
 const PREFETCH_MIN_EVENTS: usize = 100_000;
 
 /// `fetch.queue.backoff.ms` of every pcs consumer: how soon librdkafka looks again at a
-/// full prefetch queue (1 s by default; why not, at the event consumer's setting).
+/// full prefetch queue (1 s by default, too long: see the event consumer's setting).
 const FULL_QUEUE_BACKOFF_MS: &str = "20";
 
 /// The consumer of partner events, in the service's consumer group.
