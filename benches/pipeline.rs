@@ -99,13 +99,21 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn rss_bytes() -> u64 {
+/// A size from this process's `/proc/self/status` (`VmRSS:` now, `VmHWM:` its peak), in
+/// bytes; 0 when it cannot be read.
+fn memory_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Starts measuring a new peak: Linux sets `VmHWM` back to the current RSS when 5 is written
+/// to `clear_refs`. Without it the peak would be the pre-fill's, not the ingest's.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// CPU time (user + system, all threads) a process has used so far, in seconds; `None` when
@@ -265,6 +273,8 @@ async fn main() {
     config.batch_max_wait_ms = env("PCS_BENCH_BATCH_WAIT_MS", config.batch_max_wait_ms);
     config.watch_buffer = 65_536;
     let (shutdown, _) = tokio::sync::broadcast::channel(1);
+    let rss_before_ingest = memory_bytes("VmRSS:");
+    reset_peak_rss();
     let started = Instant::now();
     let service = tokio::spawn(pcs::service::serve(config, shutdown.clone()));
     let watcher: BaseConsumer = cluster.reader("bench").create().unwrap();
@@ -288,11 +298,13 @@ async fn main() {
     let (startup, done_at_startup) = first_commit.expect("the loop ends only after a commit");
     let steady_rate = (n as i64 - done_at_startup) as f64 / (ingest - startup).as_secs_f64().max(0.001);
     println!(
-        "| ingest: pcs serve to the end (incl. start-up) | {ingest_rate:.0} events/s | {:.1} s | ratio to ceiling {:.2} (target ≥ 0.5) | after the first commit at {:.1} s: {steady_rate:.0} events/s, ratio {:.2} |",
+        "| ingest: pcs serve to the end (incl. start-up) | {ingest_rate:.0} events/s | {:.1} s | ratio to ceiling {:.2} (target ≥ 0.5) | after the first commit at {:.1} s: {steady_rate:.0} events/s, ratio {:.2} | peak RSS of the bench process meanwhile {:.0} MiB, {:.0} MiB before the service started |",
         ingest.as_secs_f64(),
         ingest_rate / ceiling_rate,
         startup.as_secs_f64(),
-        steady_rate / ceiling_rate
+        steady_rate / ceiling_rate,
+        memory_bytes("VmHWM:") as f64 / (1 << 20) as f64,
+        rss_before_ingest as f64 / (1 << 20) as f64
     );
 
     // 4. Freshness: produce → WatchScores notification, first at a rate the service keeps
@@ -394,7 +406,7 @@ async fn main() {
         used as f64 / (1 << 20) as f64,
         used as f64 / stored.max(1) as f64,
         used as f64 / on_topic as f64,
-        rss_bytes() as f64 / (1 << 20) as f64
+        memory_bytes("VmRSS:") as f64 / (1 << 20) as f64
     );
 
     // 7. Day rollover: every partner is due on 2024-08-01 (the month changes).
