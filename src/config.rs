@@ -10,20 +10,22 @@ use std::time::Duration;
 
 /// The default of `--batch-max-events`. A catch-up batch reads, scores, rewrites and
 /// publishes each partner it touches once, so the larger it is, the more of a partner's
-/// events share that work; but under overload each event waits for the batch before its
-/// own (scores are published chunk by chunk, offsets committed per batch).
-/// Measured with 1M events over 20k partners, since scores are published chunk by chunk:
-/// 100k events per batch ingested 56k events/s on average over five runs (74k after the
-/// first commit) against 49k (61k) in two runs with 50k, at about the same freshness p99 under 20k new
-/// partners a second (9.4–11.5 s against 9.0–9.9 s); 200k ingested 57–67k but raised that
-/// p99 to 12.1–12.6 s. Those runs predate the consumer's prefetch fix (`src/kafka`), when a
-/// batch above 100k ended at what librdkafka had prefetched; since, two runs with batches of
-/// up to 300k ingested 117–121k events/s against 90–109k with 100k (sixteenth round, in
-/// docs/performance-log.md), for about 100 MiB more memory. Where the service keeps up, batches stay
-/// small whatever this limit is. A batch holds its messages in memory, about 1 KB per
-/// event with its decoded form, and the batch before it is held until its scores are
-/// acknowledged.
-pub const DEFAULT_BATCH_MAX_EVENTS: usize = 100_000;
+/// events share that work; where the service keeps up, batches stay small whatever this
+/// limit is. The price is memory: up to two batches are held (the one applied and the one
+/// whose scores await the broker's acknowledgement), about 0.65 KB per event each with its
+/// decoded form. Measured with 1M events over 20k partners (eighteenth round, README
+/// "Performance"), ingest and `pcs serve`'s peak RSS catching up alone:
+/// - 100k: 92k-111k events/s, 502-540 MiB;
+/// - 200k: 129k-133k events/s, 629-649 MiB;
+/// - 300k: 127k-138k events/s, 819-831 MiB;
+/// - 500k: 143k-152k events/s, 1024 MiB.
+///
+/// Freshness under 20k new partners a second was no worse with 200k (p99 0.27-0.57 s
+/// against 0.33-1.21 s in runs alternated with 100k); the sixth round's reason to stay at
+/// 100k, a p99 of 12.1-12.6 s with 200k against 9.0-11.5 s, was read when that p99 was
+/// seconds at any size. 200k takes most of the gain and keeps a catch-up inside the
+/// Kubernetes limit (1 GiB, `deploy/k8s`) with room to spare.
+pub const DEFAULT_BATCH_MAX_EVENTS: usize = 200_000;
 
 /// The default of `--batch-max-wait-ms`: how long a batch waits for company after its first
 /// event. Every event below capacity waits up to this long before it is scored, so it is
