@@ -12,10 +12,10 @@ use std::time::Duration;
 /// publishes each partner it touches once, so the larger it is, the more of a partner's
 /// events share that work; where the service keeps up, batches stay small whatever this
 /// limit is. The price is memory: up to two batches are held (the one applied and the one
-/// whose scores await the broker's acknowledgement), about 0.65 KB per event each with its
-/// decoded form. Measured with 1M events over 20k partners (eighteenth round, README
-/// "Performance"), ingest and `pcs serve`'s peak RSS catching up alone:
-/// - 100k: 92k-111k events/s, 502-540 MiB;
+/// whose scores await the broker's acknowledgement), and a catch-up's peak grew by about
+/// 1.3 KB per event of this limit. Measured with 1M events over 20k partners (eighteenth
+/// round, README "Performance"), ingest and `pcs serve`'s peak RSS catching up alone:
+/// - 100k: 92k-115k events/s, 502-540 MiB;
 /// - 200k: 129k-133k events/s, 629-649 MiB;
 /// - 300k: 127k-138k events/s, 819-831 MiB;
 /// - 500k: 143k-152k events/s, 1024 MiB.
