@@ -33,19 +33,19 @@ fn server_versions(broker: &support::Broker) -> String {
         )
     };
     let redis = version(std::path::Path::new("redis-server"));
-    let kafka = match broker.pid() {
-        Some(_) => {
-            // Both of those builds report 0.6.0: the binary's digest tells them apart.
-            let tansu = support::tansu_path();
-            let digest = std::process::Command::new("sha256sum")
-                .arg(&tansu)
-                .output()
-                .ok()
-                .and_then(|out| String::from_utf8_lossy(&out.stdout).get(..12).map(str::to_owned))
-                .unwrap_or_else(|| "no digest".to_owned());
-            format!("{} ({}, sha256 {digest}…)", version(&tansu), tansu.display())
-        }
-        None => format!("the broker at {} (PCS_TEST_KAFKA)", broker.bootstrap),
+    // A broker the benchmark started itself has a process; one from PCS_TEST_KAFKA does not.
+    let kafka = if broker.pid().is_some() {
+        // Both of those builds report 0.6.0: the binary's digest tells them apart.
+        let tansu = support::tansu_path();
+        let digest = std::process::Command::new("sha256sum")
+            .arg(&tansu)
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8_lossy(&out.stdout).get(..12).map(str::to_owned))
+            .unwrap_or_else(|| "no digest".to_owned());
+        format!("{} ({}, sha256 {digest}…)", version(&tansu), tansu.display())
+    } else {
+        format!("the broker at {} (PCS_TEST_KAFKA)", broker.bootstrap)
     };
     format!("{redis}; {kafka}")
 }
