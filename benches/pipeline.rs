@@ -95,6 +95,26 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// The p99 of the events produced in each second of a freshness phase: one that grows
+/// through the phase is a backlog building (the service short of capacity), one that holds
+/// is the path's own latency at that rate.
+fn p99_by_second(seen: &[(u64, Duration)], rate: u64, seconds: u64) -> String {
+    let mut by_second = vec![Vec::new(); seconds as usize];
+    for (i, latency) in seen {
+        if let Some(second) = by_second.get_mut((i / rate.max(1)) as usize) {
+            second.push(*latency);
+        }
+    }
+    let p99s: Vec<String> = by_second
+        .iter_mut()
+        .map(|latencies| {
+            latencies.sort();
+            format!("{:.0}", percentile(latencies, 0.99).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    format!("| p99 by the second its events were produced in | {} ms |", p99s.join(", "))
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -311,9 +331,10 @@ async fn main() {
     for (rate, prefix) in [(if smoke { 200 } else { 2_000u64 }, "FL"), (if smoke { 1_000 } else { 20_000 }, "FR")] {
         let total = rate * seconds;
         let cpu_before = CpuTimes::read(redis_server.pid(), broker.pid());
-        let mut fresh = freshness(&addr, &cluster, &watcher, on_topic, rate, total, prefix).await;
+        let seen = freshness(&addr, &cluster, &watcher, on_topic, rate, total, prefix).await;
         let cpu_after = CpuTimes::read(redis_server.pid(), broker.pid());
         on_topic += total as i64 + 1;
+        let mut fresh: Vec<Duration> = seen.iter().map(|(_, latency)| *latency).collect();
         fresh.sort();
         let target = if rate == 20_000 { " (target p99 ≤ 100 ms)" } else { "" };
         println!(
@@ -322,6 +343,7 @@ async fn main() {
             ms(percentile(&fresh, 0.99)),
             fresh.len()
         );
+        println!("{}", p99_by_second(&seen, rate, seconds));
         if let Some((before, after)) = cpu_before.zip(cpu_after) {
             let note = if rate == 20_000 {
                 "the machine's whole budget at 20k events/s is 100 µs: a phase that fills both cores reads about that, whatever an event needs (see the backlog below)"
@@ -610,8 +632,9 @@ fn slow_read_shape(name: &str, reads: &[TimedRead], seconds: u64) -> String {
 }
 
 /// Produces `total` ACR events at `rate` a second, each for a new partner `{prefix}N`, and
-/// returns each one's time from produce to its WatchScores notification. `on_topic`: the
-/// events already on the topic (all committed), so that the phase ends when its own are.
+/// returns, for each one seen, its number and its time from produce to its WatchScores
+/// notification. `on_topic`: the events already on the topic (all committed), so that the
+/// phase ends when its own are.
 async fn freshness(
     addr: &str,
     cluster: &Cluster,
@@ -620,10 +643,10 @@ async fn freshness(
     rate: u64,
     total: u64,
     prefix: &'static str,
-) -> Vec<Duration> {
+) -> Vec<(u64, Duration)> {
     let mut watch = watch_partner_ids(addr).await;
     let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; total as usize]));
-    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+    let latencies: Arc<Mutex<Vec<(u64, Duration)>>> = Arc::new(Mutex::new(Vec::new()));
     let reader = {
         let (sent_at, latencies) = (sent_at.clone(), latencies.clone());
         tokio::spawn(async move {
@@ -632,7 +655,7 @@ async fn freshness(
                 if let Some(i) = id.strip_prefix(prefix).and_then(|i| i.parse::<usize>().ok())
                     && let Some(Some(at)) = sent_at.lock().unwrap().get(i).copied()
                 {
-                    latencies.lock().unwrap().push(at.elapsed());
+                    latencies.lock().unwrap().push((i as u64, at.elapsed()));
                 }
             }
         })
