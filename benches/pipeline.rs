@@ -360,12 +360,7 @@ async fn main() {
     // more. How fast the service works through a backlog, and what each event costs the
     // machine while it does, say how far 20k new partners a second are from its capacity.
     let backlog = if smoke { 1_000 } else { 10_000 * seconds };
-    let line = |i: u64| {
-        format!(
-            r#"{{"type":"acr","event_id":"BL{i}","partner_id":"BL{i}","customer_id":"C1","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-06","amount_micros":"900000000"}}"#
-        )
-        .into_bytes()
-    };
+    let line = |i: u64| new_partner_event(&format!("BL{i}")).into_bytes();
     // The producer's start-up (the broker's producer id, about 500 ms on tansu) is not the
     // service's: the backlog's first event waits for it before the clock starts.
     let producer: FutureProducer = cluster.producer().create().unwrap();
@@ -631,6 +626,14 @@ fn slow_read_shape(name: &str, reads: &[TimedRead], seconds: u64) -> String {
     )
 }
 
+/// The one ACR event of a new partner `id` (also its event id) in the freshness and capacity
+/// phases.
+fn new_partner_event(id: &str) -> String {
+    format!(
+        r#"{{"type":"acr","event_id":"{id}","partner_id":"{id}","customer_id":"C1","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-06","amount_micros":"900000000"}}"#
+    )
+}
+
 /// Produces `total` ACR events at `rate` a second, each for a new partner `{prefix}N`, and
 /// returns, for each one seen, its number and its time from produce to its WatchScores
 /// notification. `on_topic`: the events already on the topic (all committed), so that the
@@ -676,11 +679,9 @@ async fn freshness(
     while i < total {
         tick.tick().await;
         for _ in 0..(rate / 100).max(1) {
-            let line = format!(
-                r#"{{"type":"acr","event_id":"{prefix}{i}","partner_id":"{prefix}{i}","customer_id":"C1","customer_segment":"SMB","solution_area":"DATA_AI","attribution":"PAL","month":"2024-06","amount_micros":"900000000"}}"#
-            );
-            sent_at.lock().unwrap()[i as usize] = Some(Instant::now());
             let key = format!("{prefix}{i}");
+            let line = new_partner_event(&key);
+            sent_at.lock().unwrap()[i as usize] = Some(Instant::now());
             let record = rdkafka::producer::FutureRecord::to(TOPIC).key(&key).payload(&line);
             if let Ok(d) = producer.send_result(record) {
                 deliveries.push(d);
