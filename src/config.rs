@@ -137,7 +137,9 @@ pub struct ServeConfig {
     /// of its facts, and the fewer dead-letter round trips a burst of bad input costs.
     #[arg(long, env = "PCS_BATCH_MAX_EVENTS", default_value_t = DEFAULT_BATCH_MAX_EVENTS)]
     pub batch_max_events: usize,
-    /// Longest a batch waits to fill after its first event.
+    /// Longest a batch waits to fill after its first event, when that event had to be
+    /// waited for. Events already queued when a batch begins (they arrived while the last
+    /// batch was applied) are taken at once, without this wait.
     #[arg(long, env = "PCS_BATCH_MAX_WAIT_MS", default_value_t = DEFAULT_BATCH_MAX_WAIT_MS, value_name = "MS")]
     pub batch_max_wait_ms: u64,
     /// Days of history kept: facts that cannot affect a score on any of these days are pruned,

@@ -170,6 +170,31 @@ async fn a_redelivered_event_id_counts_once() {
     service.stop().await;
 }
 
+/// Events queued when a batch begins (they arrived while the batch before was applied) are
+/// taken at once: the batch wait is for a first event that had to be waited for. Three
+/// events on one partition, batches of two and a batch wait of 30 s: the first batch waits
+/// for its first event and is full at once; the second finds the third event queued, and
+/// would sit out the 30 s waiting for company if every batch waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_takes_the_events_already_queued_without_waiting() {
+    let broker = Broker::start();
+    let redis = Redis::start();
+    let mut cfg = config(&broker, &redis, "queued", "2024-07-10");
+    cfg.events_partitions = 1;
+    cfg.batch_max_events = 2;
+    cfg.batch_max_wait_ms = 30_000;
+    create_topic(&broker.bootstrap, &cfg.events_topic).await;
+    let lines: Vec<String> = (1..=3).map(|p| acr(&format!("q-{p}"), &format!("P{p}"), "C1", "2024-06", 100)).collect();
+    produce_lines(&broker.bootstrap, &cfg.events_topic, &lines.join("\n")).await;
+    let service = Service::start(cfg).await;
+    wait_until("the first batch", Duration::from_secs(60), || async { ttm(&service, "P1").await.is_some() }).await;
+    wait_until("the third event, queued behind the first batch", Duration::from_secs(10), || async {
+        ttm(&service, "P3").await.is_some()
+    })
+    .await;
+    service.stop().await;
+}
+
 /// A stream of events over many partners, its expected reports computed by the library.
 fn stream(partners: usize, events: usize) -> (String, BTreeMap<String, Value>) {
     let mut lines = Vec::new();
