@@ -27,9 +27,10 @@ use std::time::Duration;
 /// Kubernetes limit (1 GiB, `deploy/k8s`) with room to spare.
 pub const DEFAULT_BATCH_MAX_EVENTS: usize = 200_000;
 
-/// The default of `--batch-max-wait-ms`: how long a batch waits for company after its first
-/// event. Every event below capacity waits up to this long before it is scored, so it is
-/// part of the freshness of every score; a backlog fills batches at once whatever it is.
+/// The default of `--batch-max-wait-ms`: how long a batch waits for company after a first
+/// event that had to be waited for (events already queued are taken at once). Every event
+/// below capacity waits up to this long before it is scored, so it is part of the
+/// freshness of every score; a backlog fills batches at once whatever it is.
 pub const DEFAULT_BATCH_MAX_WAIT_MS: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
