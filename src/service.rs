@@ -150,7 +150,7 @@ async fn run<S: StateStore>(
         .subscribe(&[&config.events_topic])
         .map_err(|source| ServiceError::Subscribe { topic: config.events_topic.clone(), source })?;
     let hub = WatchHub::start(cluster, &config.scores_topic, config.watch_buffer, shutdown.subscribe()).await?;
-    let publisher = ScorePublisher::new(producer.clone(), config.scores_topic.clone());
+    let publisher = ScorePublisher::new(producer.clone(), config.scores_topic.clone()).with_watchers(hub.clone());
     if config.demo {
         let lines: Vec<Vec<u8>> = BUNDLED.lines().map(|l| l.as_bytes().to_vec()).collect();
         let sent = kafka::send_lines(&producer, &config.events_topic, lines).await?;

@@ -508,7 +508,7 @@ async fn scores_reach_the_feed_in_the_order_handed_over_through_a_full_queue() {
     let publisher = pcs::feed::ScorePublisher::new(producer, topic.to_owned());
     let update = |n: usize| pcs::ingest::ScoreUpdate {
         partner_id: format!("P{n}"),
-        score: n.to_string().into_bytes(),
+        score: n.to_string().into_bytes().into(),
         version: n as u64,
         oldest_event_ms: None,
     };
@@ -524,6 +524,62 @@ async fn scores_reach_the_feed_in_the_order_handed_over_through_a_full_queue() {
         .collect();
     let handed: Vec<String> = (0..202).map(|n| n.to_string()).collect();
     assert_eq!(read, handed);
+}
+
+/// This instance's scores reach its live watchers as soon as the broker acknowledges them,
+/// another instance's through the topic, and the watchers get every record once, in the
+/// topic's order, each with the cursor right after it: what the topic's reader alone gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_watchers_get_acknowledged_scores_at_once_and_the_topic_in_order() {
+    let broker = Broker::start();
+    let cluster = pcs::kafka::Cluster::new(&broker.bootstrap);
+    let topic = "watched-scores";
+    create_topic(&broker.bootstrap, topic).await;
+    let (shutdown, _) = tokio::sync::broadcast::channel(1);
+    let hub = pcs::feed::WatchHub::start(&cluster, topic, 1024, shutdown.subscribe()).await.unwrap();
+    let mut live = hub.subscribe();
+    let ours = pcs::feed::ScorePublisher::new(cluster.producer().create().unwrap(), topic.to_owned())
+        .with_watchers(hub.clone());
+    let theirs = pcs::feed::ScorePublisher::new(cluster.producer().create().unwrap(), topic.to_owned());
+    let updates = |who: &str, round: usize, count: usize| -> Vec<pcs::ingest::ScoreUpdate> {
+        (0..count)
+            .map(|i| pcs::ingest::ScoreUpdate {
+                partner_id: format!("{who}{i}"),
+                score: format!("{who}{round}.{i}").into_bytes().into(),
+                version: round as u64 + 1,
+                oldest_event_ms: None,
+            })
+            .collect()
+    };
+    let mut total = 0;
+    for round in 0..10 {
+        ours.publish(&updates("A", round, 5)).await.unwrap();
+        total += 5;
+        if round % 3 == 1 {
+            theirs.publish(&updates("B", round, 2)).await.unwrap();
+            total += 2;
+        }
+    }
+    let mut got = Vec::new();
+    while got.len() < total {
+        let item =
+            tokio::time::timeout(Duration::from_secs(30), live.recv()).await.expect("every score in time").unwrap();
+        got.push(item);
+    }
+    let topic_records = read_topic(&broker.bootstrap, topic, total, Duration::from_secs(30));
+    assert_eq!(topic_records.len(), total);
+    for (offset, (item, record)) in got.iter().zip(&topic_records).enumerate() {
+        assert_eq!(item.score.as_ref(), record.payload.as_slice(), "offset {offset}: the topic's record, in order");
+        assert_eq!(item.version.to_string(), record.header(pcs::feed::VERSION_HEADER).unwrap());
+        assert_eq!(item.cursor.encode(), format!("0:{}", offset + 1), "the cursor right after it");
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), live.recv()).await.is_err(),
+        "nothing is sent twice, though the reader reads what the producer already gave"
+    );
+    assert!(hub.sent_early() > 0, "this instance's scores went to the watchers as acknowledged");
+    assert!(hub.sent_early() <= 50, "another instance's scores come from the topic");
+    let _ = shutdown.send(());
 }
 
 /// Takes no dead letters: the events given are all good.

@@ -1,8 +1,11 @@
 //! Publishes changed scores to the compacted scores topic (key: partner id), the durable
-//! insights feed and the source of every instance's WatchScores streams.
+//! insights feed and the source of every instance's WatchScores streams. Once the broker
+//! acknowledges a score, this instance's live watchers get it at once (see `feed::watch`).
 
+use super::watch::{Acknowledged, WatchHub};
 use crate::ingest::{IngestError, ScoreSink, ScoreUpdate};
 use crate::telemetry::{metrics, trace_headers};
+use prost::bytes::Bytes;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::sync::{Arc, Mutex};
@@ -27,6 +30,8 @@ pub struct ScorePublisher {
     /// handed them over. Shared by clones.
     latest_handed: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
     in_hand: Arc<Semaphore>,
+    /// This instance's live watchers, given each score as the broker acknowledges it.
+    watchers: Option<Arc<WatchHub>>,
 }
 
 impl ScorePublisher {
@@ -36,7 +41,15 @@ impl ScorePublisher {
             topic,
             latest_handed: Arc::default(),
             in_hand: Arc::new(Semaphore::new(SENDS_IN_HAND)),
+            watchers: None,
         }
+    }
+
+    /// Gives `hub`'s live watchers each score once the broker has acknowledged it, instead
+    /// of once its reader has read it back. `hub` must read the topic this publisher writes.
+    pub fn with_watchers(mut self, hub: Arc<WatchHub>) -> Self {
+        self.watchers = Some(hub);
+        self
     }
 
     /// Returns once every score is acknowledged by the broker.
@@ -47,7 +60,8 @@ impl ScorePublisher {
         let span = self.span(updates.len());
         let turn = self.take_turn();
         let pending = self.hand_over(updates, turn, &span).instrument(span.clone()).await?;
-        acknowledge(pending, oldest_events(updates)).instrument(span).await
+        let watched = self.for_watchers(updates.iter().map(|u| (u.partner_id.clone(), u.score.clone(), u.version)));
+        acknowledge(pending, oldest_events(updates), watched).instrument(span).await
     }
 
     /// Hands every score to the producer on a task of its own, after those of every earlier
@@ -73,10 +87,11 @@ impl ScorePublisher {
             async move {
                 let pending = publisher.hand_over(&updates, turn, &span).await;
                 drop(permit);
-                // librdkafka holds its own copy of each score: only the event times are kept.
+                // librdkafka holds its own copy of each score: only the event times are kept,
+                // and the scores themselves while someone watches live.
                 let oldest = oldest_events(&updates);
-                drop(updates);
-                acknowledge(pending?, oldest).await
+                let watched = publisher.for_watchers(updates.into_iter().map(|u| (u.partner_id, u.score, u.version)));
+                acknowledge(pending?, oldest, watched).await
             }
             .instrument(task_span),
         );
@@ -87,6 +102,12 @@ impl ScorePublisher {
     /// applier sends it and keeps their deliveries.
     pub fn for_batch(&self) -> BatchScores<'_> {
         BatchScores { publisher: self, deliveries: Deliveries::default(), handed: 0 }
+    }
+
+    /// The scores to give the live watchers as they are acknowledged, if anyone watches.
+    fn for_watchers(&self, scores: impl Iterator<Item = (String, Bytes, u64)>) -> Option<ForWatchers> {
+        let hub = self.watchers.as_ref().filter(|hub| hub.watched())?;
+        Some(ForWatchers { hub: Arc::clone(hub), scores: scores.collect() })
     }
 
     fn span(&self, count: usize) -> tracing::Span {
@@ -131,13 +152,21 @@ impl ScorePublisher {
                     .insert(Header { key: VERSION_HEADER, value: Some(&version) }),
                 |h, (k, v)| h.insert(Header { key: k, value: Some(v) }),
             );
-            let record = FutureRecord::to(&self.topic).key(&update.partner_id).payload(&update.score).headers(headers);
+            let record =
+                FutureRecord::to(&self.topic).key(&update.partner_id).payload(update.score.as_ref()).headers(headers);
             pending.push(crate::kafka::enqueue(&self.producer, record).await.map_err(IngestError::Produce)?);
         }
         // Dropped on an error too (above), which lets the next call go on.
         let _ = turn.done.send(());
         Ok(pending)
     }
+}
+
+/// Scores handed over, in the order of their deliveries, for the live watchers of `hub`.
+struct ForWatchers {
+    hub: Arc<WatchHub>,
+    /// Partner id, encoded score and version.
+    scores: Vec<(String, Bytes, u64)>,
 }
 
 /// Where a call to the publisher stands in the order of hand-overs.
@@ -151,11 +180,29 @@ fn oldest_events(updates: &[ScoreUpdate]) -> Vec<i64> {
     updates.iter().filter_map(|u| u.oldest_event_ms).collect()
 }
 
-/// Waits for the broker to acknowledge every delivery, then counts them.
-async fn acknowledge(pending: Vec<DeliveryFuture>, oldest_event_ms: Vec<i64>) -> Result<(), IngestError> {
+/// Waits for the broker to acknowledge every delivery, giving each score to the live
+/// watchers as it is acknowledged, then counts them.
+async fn acknowledge(
+    pending: Vec<DeliveryFuture>,
+    oldest_event_ms: Vec<i64>,
+    watched: Option<ForWatchers>,
+) -> Result<(), IngestError> {
     let count = pending.len() as u64;
+    let (hub, mut scores) = match watched {
+        Some(ForWatchers { hub, scores }) => (Some(hub), scores.into_iter()),
+        None => (None, Vec::new().into_iter()),
+    };
     for delivery in pending {
-        crate::kafka::await_delivery(delivery).await.map_err(IngestError::Produce)?;
+        let delivered = crate::kafka::await_delivery(delivery).await.map_err(IngestError::Produce)?;
+        if let (Some(hub), Some((partner_id, score, version))) = (&hub, scores.next()) {
+            hub.acknowledged(Acknowledged {
+                partner_id,
+                score,
+                version,
+                partition: delivered.partition,
+                offset: delivered.offset,
+            });
+        }
     }
     record_published(count, &oldest_event_ms);
     Ok(())

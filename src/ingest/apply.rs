@@ -15,6 +15,7 @@ use crate::rules::RuleBook;
 use crate::store::{PartnerWrite, SourcePartition, StateStore, StoreError, StoredPartner, WriteOutcome};
 use chrono::{Days, NaiveDate};
 use prost::Message;
+use prost::bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -30,8 +31,8 @@ const PARTNERS_PER_CHUNK: usize = 2_000;
 #[derive(Clone, Debug)]
 pub struct ScoreUpdate {
     pub partner_id: String,
-    /// Protobuf `PartnerScore`.
-    pub score: Vec<u8>,
+    /// Protobuf `PartnerScore`, shared with the live watchers it is given to.
+    pub score: Bytes,
     pub version: u64,
     /// The Kafka timestamp (ms) of the oldest event behind this change, for freshness.
     pub oldest_event_ms: Option<i64>,
@@ -431,7 +432,7 @@ impl<S: StateStore> Applier<S> {
                     if let Some(score) = published {
                         changed.push(ScoreUpdate {
                             partner_id: write.partner_id,
-                            score,
+                            score: score.into(),
                             version,
                             oldest_event_ms: None,
                         });
@@ -477,7 +478,7 @@ impl<S: StateStore> Applier<S> {
             };
             updates.push(ScoreUpdate {
                 partner_id: partner_id.clone(),
-                score: score.encode_to_vec(),
+                score: score.encode_to_vec().into(),
                 version: stored.version,
                 oldest_event_ms: None,
             });
@@ -536,7 +537,7 @@ impl<S: StateStore> Applier<S> {
                 self.store.reschedule(today, &[(partner_id.to_owned(), write.next_change)]).await?;
                 return Ok(published.map(|score| ScoreUpdate {
                     partner_id: partner_id.to_owned(),
-                    score,
+                    score: score.into(),
                     version: *version,
                     oldest_event_ms: None,
                 }));
@@ -634,7 +635,7 @@ async fn settle<'p>(
                 if let Some(score) = plan.changed {
                     changed.push(ScoreUpdate {
                         partner_id: write.partner_id,
-                        score,
+                        score: score.into(),
                         version,
                         oldest_event_ms: plan.oldest_event_ms,
                     });

@@ -3,6 +3,7 @@
 
 use super::KafkaError;
 use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::collections::VecDeque;
 
@@ -50,9 +51,9 @@ pub async fn send_lines(
 }
 
 /// Waits for one delivery report; a producer that went away counts as a cancelled delivery.
-pub async fn await_delivery(delivery: DeliveryFuture) -> Result<(), RdKafkaError> {
+pub async fn await_delivery(delivery: DeliveryFuture) -> Result<Delivery, RdKafkaError> {
     match delivery.await {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(delivered)) => Ok(delivered),
         Ok(Err((e, _))) => Err(e),
         Err(_) => Err(RdKafkaError::Canceled),
     }
