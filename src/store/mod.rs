@@ -8,6 +8,7 @@
 //! durable together, or not at all.
 
 mod memory;
+mod packed;
 mod redis;
 
 pub use self::memory::MemoryStore;

@@ -3,6 +3,7 @@
 //! listing), `<prefix>:due` (the day each partner's score next changes by itself) and
 //! `<prefix>:unpublished` (the rollover's changes not yet published).
 
+use super::packed::{pack, unpack};
 use super::{PartnerWrite, SourcePartition, StateStore, StoreError, StoredPartner, StoredScore, WriteOutcome};
 use crate::engine::PartnerState;
 use chrono::{Datelike, NaiveDate};
@@ -253,14 +254,15 @@ impl RedisStore {
     fn commit_command(&self, w: &PartnerWrite) -> Cmd {
         let offset_fields: Vec<String> = w.offsets.iter().map(|(source, _)| Self::offset_field(source)).collect();
         let history = w.history.as_deref().unwrap_or_default();
+        let score = pack(&w.score);
         let bytes = 2 * NUMBER_BYTES
             + w.state.len()
-            + w.score.len()
+            + score.len()
             + history.len()
             + offset_fields.iter().map(|f| f.len() + NUMBER_BYTES).sum::<usize>();
         let key = self.partner_key(&w.partner_id);
         let mut commit = self.script_call(&self.commit, COMMIT, key, 5 + 2 * w.offsets.len(), bytes);
-        commit.arg(w.expected_version).arg(&w.state).arg(&w.score).arg(w.score_fingerprint.to_string()).arg(history);
+        commit.arg(w.expected_version).arg(&w.state).arg(&*score).arg(w.score_fingerprint.to_string()).arg(history);
         for (field, (_, offset)) in offset_fields.into_iter().zip(&w.offsets) {
             commit.arg(field).arg(*offset);
         }
@@ -376,13 +378,21 @@ impl StateStore for RedisStore {
             })
             .collect();
         let rows = self.connection.run(commands).await.map_err(unavailable)?;
-        Ok(rows
+        Ok(partners
             .iter()
-            .map(|row| {
+            .zip(&rows)
+            .map(|(partner_id, row)| {
                 let Value::Array(row) = row else { return None };
-                let score = row.first().and_then(bytes)?;
+                let stored = row.first().and_then(bytes)?;
+                // A score that does not decompress is handed on as stored: it is not a score
+                // either way (a protobuf message never starts with the zero byte it does), so
+                // its reader refuses it for this partner alone, as any unreadable score.
+                let score = unpack(stored).unwrap_or_else(|reason| {
+                    tracing::warn!(partner_id = %partner_id, %reason, "unreadable stored score");
+                    stored.into()
+                });
                 Some(StoredScore {
-                    score: score.to_vec(),
+                    score: score.into_owned(),
                     version: row.get(1).and_then(number).unwrap_or(0),
                     history: row.get(2).and_then(bytes).map(<[u8]>::to_vec),
                 })
