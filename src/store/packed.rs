@@ -19,13 +19,17 @@ use std::borrow::Cow;
 /// the lz4 block follow.
 const COMPRESSED: u8 = 0;
 const HEADER: usize = 5;
-/// The longest score a stored length may claim, so that a corrupt length cannot make a read
-/// allocate gigabytes. A score is a few kilobytes.
+/// The longest score kept compressed, and so the longest a stored length may claim: a
+/// corrupt length cannot make a read allocate gigabytes. A score is a few kilobytes; a
+/// longer one is kept as it is.
 const LONGEST_SCORE: usize = 16 << 20;
 
 /// `score` as the store keeps it.
 pub fn pack(score: &[u8]) -> Cow<'_, [u8]> {
-    let Ok(length) = u32::try_from(score.len()) else { return Cow::Borrowed(score) };
+    if score.len() > LONGEST_SCORE {
+        return Cow::Borrowed(score);
+    }
+    let length = score.len() as u32;
     let mut packed = vec![0; HEADER + get_maximum_output_size(score.len())];
     packed[0] = COMPRESSED;
     packed[1..HEADER].copy_from_slice(&length.to_le_bytes());
@@ -81,6 +85,13 @@ mod tests {
         assert!(matches!(pack(&short), Cow::Borrowed(_)));
         assert_eq!(unpack(&short).unwrap(), &short[..]);
         assert!(unpack(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_score_longer_than_a_read_may_claim_is_kept_as_it_is() {
+        let long = vec![1; LONGEST_SCORE + 1];
+        assert!(matches!(pack(&long), Cow::Borrowed(_)));
+        assert_eq!(pack(&long[..LONGEST_SCORE])[0], COMPRESSED);
     }
 
     #[test]
