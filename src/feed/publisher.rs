@@ -188,13 +188,12 @@ async fn acknowledge(
     watched: Option<ForWatchers>,
 ) -> Result<(), IngestError> {
     let count = pending.len() as u64;
-    let (hub, mut scores) = match watched {
-        Some(ForWatchers { hub, scores }) => (Some(hub), scores.into_iter()),
-        None => (None, Vec::new().into_iter()),
-    };
+    let mut watched = watched.map(|w| (w.hub, w.scores.into_iter()));
     for delivery in pending {
         let delivered = crate::kafka::await_delivery(delivery).await.map_err(IngestError::Produce)?;
-        if let (Some(hub), Some((partner_id, score, version))) = (&hub, scores.next()) {
+        if let Some((hub, scores)) = &mut watched
+            && let Some((partner_id, score, version)) = scores.next()
+        {
             hub.acknowledged(Acknowledged {
                 partner_id,
                 score,

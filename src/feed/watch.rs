@@ -135,18 +135,16 @@ impl WatchHub {
         shutdown: broadcast::Receiver<()>,
     ) -> Result<Arc<WatchHub>, KafkaError> {
         let (live, _) = broadcast::channel(buffer);
-        let mut hub = WatchHub {
+        let (reader, start) = TopicReader::open(cluster, topic, 0, None).await?;
+        let hub = Arc::new(WatchHub {
             live,
-            sent: Mutex::new(Sequence(Cursor::default())),
+            sent: Mutex::new(Sequence(start)),
             cluster: cluster.clone(),
             topic: topic.to_owned(),
             buffer,
-            readers: AtomicU64::new(0),
+            readers: AtomicU64::new(1),
             early: AtomicU64::new(0),
-        };
-        let (reader, start) = hub.reader(None).await?;
-        hub.sent = Mutex::new(Sequence(start));
-        let hub = Arc::new(hub);
+        });
         let sender = Arc::clone(&hub);
         tokio::spawn(async move {
             reader
@@ -195,7 +193,8 @@ impl WatchHub {
         shutdown: broadcast::Receiver<()>,
     ) -> Result<mpsc::Receiver<Arc<WatchItem>>, KafkaError> {
         let (tx, rx) = mpsc::channel(self.buffer.min(1024));
-        let (reader, start) = self.reader(Some(cursor)).await?;
+        let n = self.readers.fetch_add(1, Ordering::Relaxed);
+        let (reader, start) = TopicReader::open(&self.cluster, &self.topic, n, Some(cursor)).await?;
         let mut sent = Sequence(start);
         tokio::spawn(async move {
             reader
@@ -212,17 +211,6 @@ impl WatchHub {
                 .await
         });
         Ok(rx)
-    }
-
-    /// A reader of the topic and the cursor it starts at.
-    async fn reader(&self, from: Option<Cursor>) -> Result<(TopicReader, Cursor), KafkaError> {
-        let n = self.readers.fetch_add(1, Ordering::Relaxed);
-        let name = format!("pcs-watch-{}-{n}", std::process::id());
-        let consumer: StreamConsumer = self.cluster.reader(&name).create().map_err(KafkaError::Client)?;
-        let mut reader =
-            TopicReader { consumer: Arc::new(consumer), topic: self.topic.clone(), assigned: BTreeSet::new() };
-        let start = reader.assign(from).await?;
-        Ok((reader, start))
     }
 }
 
@@ -255,6 +243,22 @@ impl Read<'_> {
 }
 
 impl TopicReader {
+    /// The `n`th reader of `topic` this process opens, from `from` (or the end), and the
+    /// cursor it starts at.
+    async fn open(
+        cluster: &Cluster,
+        topic: &str,
+        n: u64,
+        from: Option<Cursor>,
+    ) -> Result<(TopicReader, Cursor), KafkaError> {
+        let name = format!("pcs-watch-{}-{n}", std::process::id());
+        let consumer: StreamConsumer = cluster.reader(&name).create().map_err(KafkaError::Client)?;
+        let mut reader =
+            TopicReader { consumer: Arc::new(consumer), topic: topic.to_owned(), assigned: BTreeSet::new() };
+        let start = reader.assign(from).await?;
+        Ok((reader, start))
+    }
+
     /// Assigns every partition: at the cursor, or at the current end for a live reader, and
     /// returns where it starts. Partitions the cursor does not name (added since) start at
     /// their beginning.
