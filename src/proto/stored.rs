@@ -74,11 +74,11 @@ pub fn encode_score(score: &mut super::PartnerScore, plans: &[Option<Arc<Shortfa
         })
         .collect();
     let ends = before.encoded_len() + after.encoded_len();
-    let field_len = |len: usize| key_len(DESIGNATIONS) + encoded_len_varint(len as u64) + len;
     let plan_len = |plan: &Option<Arc<[u8]>>| plan.as_ref().map_or(0, |p| p.len());
-    let mut whole =
-        Vec::with_capacity(ends + parts.iter().map(|(len, plan)| field_len(len + plan_len(plan))).sum::<usize>());
-    let mut stored = Vec::with_capacity(ends + parts.iter().map(|(len, _)| field_len(*len)).sum::<usize>());
+    let whole_len = parts.iter().map(|(len, plan)| field_len(DESIGNATIONS, len + plan_len(plan))).sum::<usize>();
+    let stored_len = parts.iter().map(|(len, _)| field_len(DESIGNATIONS, *len)).sum::<usize>();
+    let mut whole = Vec::with_capacity(ends + whole_len);
+    let mut stored = Vec::with_capacity(ends + stored_len);
     before.encode_raw(&mut whole);
     stored.extend_from_slice(&whole);
     for (designation, (len, plan)) in designations.iter().zip(&parts) {
@@ -114,7 +114,12 @@ pub(super) fn encode_message_field(number: u32, message: &[u8], buf: &mut impl B
 
 /// The length of [`encode_message_field`]'s output.
 pub(super) fn message_field_len(number: u32, message: &[u8]) -> usize {
-    key_len(number) + encoded_len_varint(message.len() as u64) + message.len()
+    field_len(number, message.len())
+}
+
+/// The length of a length-delimited field `number` with `len` bytes of payload.
+fn field_len(number: u32, len: usize) -> usize {
+    key_len(number) + encoded_len_varint(len as u64) + len
 }
 
 /// `plan` encoded as a shortfall field, from the kept encodings or encoded and kept.
