@@ -259,8 +259,8 @@ async fn main() {
     println!("machine: {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
     println!("servers: {}", server_versions(&broker));
 
-    // 1. Pre-fill.
-    let producer: FutureProducer = cluster.producer().create().unwrap();
+    // 1. Pre-fill, as `pcs produce` sends a file.
+    let producer: FutureProducer = cluster.bulk_producer().create().unwrap();
     let started = Instant::now();
     send_lines(&producer, TOPIC, events(n, partners)).await.unwrap();
     let fill = started.elapsed();

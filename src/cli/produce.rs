@@ -30,7 +30,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?,
         ))
     };
-    let producer: FutureProducer = kafka::Cluster::new(&args.kafka_brokers).producer().create()?;
+    let producer: FutureProducer = kafka::Cluster::new(&args.kafka_brokers).bulk_producer().create()?;
     let lines = reader
         .split(b'\n')
         .collect::<Result<Vec<_>, _>>()
