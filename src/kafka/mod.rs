@@ -164,8 +164,8 @@ fn bulk_producer_config(brokers: &str) -> ClientConfig {
     // about 1,400 batches per partition of a 6-partition topic. A broker keeps each batch as
     // it came, and tansu lists every stored batch of a partition at each fetch that finds
     // new data there, so every later fetch of that partition paid for those batches. At
-    // 100 ms batches fill up to librdkafka's `batch.size` (1 MB, about 5,000 events): about
-    // 35 per partition for the same file.
+    // 100 ms, batches fill up to librdkafka's `batch.size` (1 MB, about 4,600 of these
+    // events): 36-37 per partition for the same file.
     config.set("linger.ms", "100");
     config
 }
@@ -215,6 +215,9 @@ mod tests {
         for key in ["enable.idempotence", "acks", "compression.type", "message.timeout.ms"] {
             assert_eq!(bulk.get(key), cluster.producer().get(key), "{key}");
         }
+        let mut tuned = cluster.clone();
+        tuned.overrides = vec![("linger.ms".into(), "5".into())];
+        assert_eq!(tuned.bulk_producer().get("linger.ms"), Some("5"), "the operator's setting wins");
     }
 
     #[test]
