@@ -364,7 +364,9 @@ async fn main() {
     let backlog = if smoke { 1_000 } else { 10_000 * seconds };
     let line = |i: u64| new_partner_event(&format!("BL{i}")).into_bytes();
     // The producer's start-up (the broker's producer id, about 500 ms on tansu) is not the
-    // service's: the backlog's first event waits for it before the clock starts.
+    // service's: the backlog's first event waits for it before the clock starts. The score
+    // producer's 1 ms linger, not the pre-fill's 100 ms: the clock runs from the first send,
+    // and the phase times the service, not the producer's batching.
     let producer: FutureProducer = cluster.producer().create().unwrap();
     send_lines(&producer, TOPIC, [line(0)]).await.unwrap();
     let cpu_before = CpuTimes::read(redis_server.pid(), broker.pid());
