@@ -582,6 +582,71 @@ async fn live_watchers_get_acknowledged_scores_at_once_and_the_topic_in_order() 
     let _ = shutdown.send(());
 }
 
+/// An instance that writes alone stops reading its own scores back, and another writer's
+/// score still reaches its live watchers, in the topic's order, once the reader has seen it
+/// stay unsent at the partition's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_reader_idles_while_this_instance_writes_alone_and_still_sends_another_writers_scores() {
+    let broker = Broker::start();
+    let cluster = pcs::kafka::Cluster::new(&broker.bootstrap);
+    let topic = "idle-scores";
+    create_topic(&broker.bootstrap, topic).await;
+    let (shutdown, _) = tokio::sync::broadcast::channel(1);
+    let hub = pcs::feed::WatchHub::start(&cluster, topic, 1024, shutdown.subscribe()).await.unwrap();
+    let mut live = hub.subscribe();
+    let ours = pcs::feed::ScorePublisher::new(cluster.producer().create().unwrap(), topic.to_owned())
+        .with_watchers(hub.clone());
+    let theirs = pcs::feed::ScorePublisher::new(cluster.producer().create().unwrap(), topic.to_owned());
+    let updates = |who: &str, round: usize| -> Vec<pcs::ingest::ScoreUpdate> {
+        (0..3)
+            .map(|i| pcs::ingest::ScoreUpdate {
+                partner_id: format!("{who}{i}"),
+                score: format!("{who}{round}.{i}").into_bytes().into(),
+                version: round as u64 + 1,
+                oldest_event_ms: None,
+            })
+            .collect()
+    };
+    let mut total = 0;
+    let mut round = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while hub.idle_partitions() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the reader never stopped reading this instance's scores back");
+        ours.publish(&updates("A", round)).await.unwrap();
+        (total, round) = (total + 3, round + 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    theirs.publish(&updates("B", round)).await.unwrap();
+    ours.publish(&updates("A", round + 1)).await.unwrap();
+    total += 6;
+    let mut got = Vec::new();
+    while got.len() < total {
+        let item =
+            tokio::time::timeout(Duration::from_secs(10), live.recv()).await.expect("every score in time").unwrap();
+        got.push(item);
+    }
+    let topic_records = read_topic(&broker.bootstrap, topic, total, Duration::from_secs(30));
+    for (offset, (item, record)) in got.iter().zip(&topic_records).enumerate() {
+        assert_eq!(item.score.as_ref(), record.payload.as_slice(), "offset {offset}: the topic's record, in order");
+        assert_eq!(item.cursor.encode(), format!("0:{}", offset + 1), "the cursor right after it");
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), live.recv()).await.is_err(),
+        "nothing is sent twice, though the reader fetched again from before what it had passed over"
+    );
+    while hub.idle_partitions() == 0 {
+        assert!(std::time::Instant::now() < deadline + Duration::from_secs(30), "the reader never idled again");
+        ours.publish(&updates("A", round + 2)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(END_CHECKS_AND_MORE).await;
+    assert_eq!(hub.idle_partitions(), 1, "a partition with nothing unsent at its end stays idle");
+    let _ = shutdown.send(());
+}
+
+/// Several of the live reader's checks of an idle partition's end (a second apart).
+const END_CHECKS_AND_MORE: Duration = Duration::from_secs(3);
+
 /// Takes no dead letters: the events given are all good.
 struct NoDeadLetters;
 

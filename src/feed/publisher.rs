@@ -104,10 +104,12 @@ impl ScorePublisher {
         BatchScores { publisher: self, deliveries: Deliveries::default(), handed: 0 }
     }
 
-    /// The scores to give the live watchers as they are acknowledged, if anyone watches.
+    /// The scores to give the live watchers as they are acknowledged, if anyone watches;
+    /// else the hub is only told where they landed.
     fn for_watchers(&self, scores: impl Iterator<Item = (String, Bytes, u64)>) -> Option<ForWatchers> {
-        let hub = self.watchers.as_ref().filter(|hub| hub.watched())?;
-        Some(ForWatchers { hub: Arc::clone(hub), scores: scores.collect() })
+        let hub = self.watchers.as_ref()?;
+        let scores = hub.watched().then(|| scores.collect::<Vec<_>>().into_iter());
+        Some(ForWatchers { hub: Arc::clone(hub), scores })
     }
 
     fn span(&self, count: usize) -> tracing::Span {
@@ -165,8 +167,9 @@ impl ScorePublisher {
 /// Scores handed over, in the order of their deliveries, for the live watchers of `hub`.
 struct ForWatchers {
     hub: Arc<WatchHub>,
-    /// Partner id, encoded score and version.
-    scores: Vec<(String, Bytes, u64)>,
+    /// Partner id, encoded score and version, in the order handed over; none kept while
+    /// nobody watches.
+    scores: Option<std::vec::IntoIter<(String, Bytes, u64)>>,
 }
 
 /// Where a call to the publisher stands in the order of hand-overs.
@@ -181,26 +184,26 @@ fn oldest_events(updates: &[ScoreUpdate]) -> Vec<i64> {
 }
 
 /// Waits for the broker to acknowledge every delivery, giving each score to the live
-/// watchers as it is acknowledged, then counts them.
+/// watchers as it is acknowledged (or telling the hub where it landed, while nobody
+/// watches), then counts them.
 async fn acknowledge(
     pending: Vec<DeliveryFuture>,
     oldest_event_ms: Vec<i64>,
-    watched: Option<ForWatchers>,
+    mut watched: Option<ForWatchers>,
 ) -> Result<(), IngestError> {
     let count = pending.len() as u64;
-    let mut watched = watched.map(|w| (w.hub, w.scores.into_iter()));
     for delivery in pending {
         let delivered = crate::kafka::await_delivery(delivery).await.map_err(IngestError::Produce)?;
-        if let Some((hub, scores)) = &mut watched
-            && let Some((partner_id, score, version)) = scores.next()
-        {
-            hub.acknowledged(Acknowledged {
+        let Some(ForWatchers { hub, scores }) = &mut watched else { continue };
+        match scores.as_mut().and_then(Iterator::next) {
+            Some((partner_id, score, version)) => hub.acknowledged(Acknowledged {
                 partner_id,
                 score,
                 version,
                 partition: delivered.partition,
                 offset: delivered.offset,
-            });
+            }),
+            None => hub.acknowledged_unwatched(delivered.partition, delivered.offset),
         }
     }
     record_published(count, &oldest_event_ms);
