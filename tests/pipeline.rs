@@ -531,26 +531,9 @@ async fn scores_reach_the_feed_in_the_order_handed_over_through_a_full_queue() {
 /// topic's order, each with the cursor right after it: what the topic's reader alone gives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_watchers_get_acknowledged_scores_at_once_and_the_topic_in_order() {
-    let broker = Broker::start();
-    let cluster = pcs::kafka::Cluster::new(&broker.bootstrap);
-    let topic = "watched-scores";
-    create_topic(&broker.bootstrap, topic).await;
-    let (shutdown, _) = tokio::sync::broadcast::channel(1);
-    let hub = pcs::feed::WatchHub::start(&cluster, topic, 1024, shutdown.subscribe()).await.unwrap();
+    let TwoWriters { broker, hub, shutdown, ours, theirs } = TwoWriters::start("watched-scores").await;
     let mut live = hub.subscribe();
-    let ours = pcs::feed::ScorePublisher::new(cluster.producer().create().unwrap(), topic.to_owned())
-        .with_watchers(hub.clone());
-    let theirs = pcs::feed::ScorePublisher::new(cluster.producer().create().unwrap(), topic.to_owned());
-    let updates = |who: &str, round: usize, count: usize| -> Vec<pcs::ingest::ScoreUpdate> {
-        (0..count)
-            .map(|i| pcs::ingest::ScoreUpdate {
-                partner_id: format!("{who}{i}"),
-                score: format!("{who}{round}.{i}").into_bytes().into(),
-                version: round as u64 + 1,
-                oldest_event_ms: None,
-            })
-            .collect()
-    };
+    let updates = score_updates;
     let mut total = 0;
     for round in 0..10 {
         ours.publish(&updates("A", round, 5)).await.unwrap();
@@ -560,23 +543,8 @@ async fn live_watchers_get_acknowledged_scores_at_once_and_the_topic_in_order() 
             total += 2;
         }
     }
-    let mut got = Vec::new();
-    while got.len() < total {
-        let item =
-            tokio::time::timeout(Duration::from_secs(30), live.recv()).await.expect("every score in time").unwrap();
-        got.push(item);
-    }
-    let topic_records = read_topic(&broker.bootstrap, topic, total, Duration::from_secs(30));
-    assert_eq!(topic_records.len(), total);
-    for (offset, (item, record)) in got.iter().zip(&topic_records).enumerate() {
-        assert_eq!(item.score.as_ref(), record.payload.as_slice(), "offset {offset}: the topic's record, in order");
-        assert_eq!(item.version.to_string(), record.header(pcs::feed::VERSION_HEADER).unwrap());
-        assert_eq!(item.cursor.encode(), format!("0:{}", offset + 1), "the cursor right after it");
-    }
-    assert!(
-        tokio::time::timeout(Duration::from_secs(1), live.recv()).await.is_err(),
-        "nothing is sent twice, though the reader reads what the producer already gave"
-    );
+    // Nothing is sent twice, though the reader reads what the producer already gave.
+    the_watcher_gets_the_topic_in_order(&broker, "watched-scores", &mut live, total).await;
     assert!(hub.sent_early() > 0, "this instance's scores went to the watchers as acknowledged");
     assert!(hub.sent_early() <= 50, "another instance's scores come from the topic");
     let _ = shutdown.send(());
@@ -587,26 +555,9 @@ async fn live_watchers_get_acknowledged_scores_at_once_and_the_topic_in_order() 
 /// stay unsent at the partition's end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_reader_idles_while_this_instance_writes_alone_and_still_sends_another_writers_scores() {
-    let broker = Broker::start();
-    let cluster = pcs::kafka::Cluster::new(&broker.bootstrap);
-    let topic = "idle-scores";
-    create_topic(&broker.bootstrap, topic).await;
-    let (shutdown, _) = tokio::sync::broadcast::channel(1);
-    let hub = pcs::feed::WatchHub::start(&cluster, topic, 1024, shutdown.subscribe()).await.unwrap();
+    let TwoWriters { broker, hub, shutdown, ours, theirs } = TwoWriters::start("idle-scores").await;
     let mut live = hub.subscribe();
-    let ours = pcs::feed::ScorePublisher::new(cluster.producer().create().unwrap(), topic.to_owned())
-        .with_watchers(hub.clone());
-    let theirs = pcs::feed::ScorePublisher::new(cluster.producer().create().unwrap(), topic.to_owned());
-    let updates = |who: &str, round: usize| -> Vec<pcs::ingest::ScoreUpdate> {
-        (0..3)
-            .map(|i| pcs::ingest::ScoreUpdate {
-                partner_id: format!("{who}{i}"),
-                score: format!("{who}{round}.{i}").into_bytes().into(),
-                version: round as u64 + 1,
-                oldest_event_ms: None,
-            })
-            .collect()
-    };
+    let updates = |who: &str, round: usize| score_updates(who, round, 3);
     let mut total = 0;
     let mut round = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -619,21 +570,8 @@ async fn the_live_reader_idles_while_this_instance_writes_alone_and_still_sends_
     theirs.publish(&updates("B", round)).await.unwrap();
     ours.publish(&updates("A", round + 1)).await.unwrap();
     total += 6;
-    let mut got = Vec::new();
-    while got.len() < total {
-        let item =
-            tokio::time::timeout(Duration::from_secs(10), live.recv()).await.expect("every score in time").unwrap();
-        got.push(item);
-    }
-    let topic_records = read_topic(&broker.bootstrap, topic, total, Duration::from_secs(30));
-    for (offset, (item, record)) in got.iter().zip(&topic_records).enumerate() {
-        assert_eq!(item.score.as_ref(), record.payload.as_slice(), "offset {offset}: the topic's record, in order");
-        assert_eq!(item.cursor.encode(), format!("0:{}", offset + 1), "the cursor right after it");
-    }
-    assert!(
-        tokio::time::timeout(Duration::from_secs(1), live.recv()).await.is_err(),
-        "nothing is sent twice, though the reader fetched again from before what it had passed over"
-    );
+    // Nothing is sent twice, though the reader fetched again from before what it had passed over.
+    the_watcher_gets_the_topic_in_order(&broker, "idle-scores", &mut live, total).await;
     while hub.idle_partitions() == 0 {
         assert!(std::time::Instant::now() < deadline + Duration::from_secs(30), "the reader never idled again");
         ours.publish(&updates("A", round + 2)).await.unwrap();
@@ -642,6 +580,66 @@ async fn the_live_reader_idles_while_this_instance_writes_alone_and_still_sends_
     tokio::time::sleep(END_CHECKS_AND_MORE).await;
     assert_eq!(hub.idle_partitions(), 1, "a partition with nothing unsent at its end stays idle");
     let _ = shutdown.send(());
+}
+
+/// A broker with a one-partition scores topic, its watch hub, and two publishers to it:
+/// this instance's, whose acknowledged scores go to the hub, and another instance's.
+struct TwoWriters {
+    broker: Broker,
+    hub: std::sync::Arc<pcs::feed::WatchHub>,
+    shutdown: tokio::sync::broadcast::Sender<()>,
+    ours: pcs::feed::ScorePublisher,
+    theirs: pcs::feed::ScorePublisher,
+}
+
+impl TwoWriters {
+    async fn start(topic: &str) -> TwoWriters {
+        let broker = Broker::start();
+        let cluster = pcs::kafka::Cluster::new(&broker.bootstrap);
+        create_topic(&broker.bootstrap, topic).await;
+        let (shutdown, _) = tokio::sync::broadcast::channel(1);
+        let hub = pcs::feed::WatchHub::start(&cluster, topic, 1024, shutdown.subscribe()).await.unwrap();
+        let ours = pcs::feed::ScorePublisher::new(cluster.producer().create().unwrap(), topic.to_owned())
+            .with_watchers(hub.clone());
+        let theirs = pcs::feed::ScorePublisher::new(cluster.producer().create().unwrap(), topic.to_owned());
+        TwoWriters { broker, hub, shutdown, ours, theirs }
+    }
+}
+
+/// `count` scores of writer `who` in its `round`, each naming both.
+fn score_updates(who: &str, round: usize, count: usize) -> Vec<pcs::ingest::ScoreUpdate> {
+    (0..count)
+        .map(|i| pcs::ingest::ScoreUpdate {
+            partner_id: format!("{who}{i}"),
+            score: format!("{who}{round}.{i}").into_bytes().into(),
+            version: round as u64 + 1,
+            oldest_event_ms: None,
+        })
+        .collect()
+}
+
+/// The live watcher gets exactly the topic's `total` records, once each, in order, each with
+/// its version and the cursor right after it, and then nothing more.
+async fn the_watcher_gets_the_topic_in_order(
+    broker: &Broker,
+    topic: &str,
+    live: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<pcs::feed::WatchItem>>,
+    total: usize,
+) {
+    let mut got = Vec::new();
+    while got.len() < total {
+        let item =
+            tokio::time::timeout(Duration::from_secs(30), live.recv()).await.expect("every score in time").unwrap();
+        got.push(item);
+    }
+    assert!(tokio::time::timeout(Duration::from_secs(1), live.recv()).await.is_err(), "nothing is sent twice");
+    let topic_records = read_topic(&broker.bootstrap, topic, total, Duration::from_secs(30));
+    assert_eq!(topic_records.len(), total);
+    for (offset, (item, record)) in got.iter().zip(&topic_records).enumerate() {
+        assert_eq!(item.score.as_ref(), record.payload.as_slice(), "offset {offset}: the topic's record, in order");
+        assert_eq!(item.version.to_string(), record.header(pcs::feed::VERSION_HEADER).unwrap());
+        assert_eq!(item.cursor.encode(), format!("0:{}", offset + 1), "the cursor right after it");
+    }
 }
 
 /// Several of the live reader's checks of an idle partition's end (a second apart).
