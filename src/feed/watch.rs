@@ -91,8 +91,8 @@ impl Sequence {
     }
 
     /// A record acknowledged to this instance's producer: the cursor after it when it is the
-    /// very next record of its partition, else `None`, and the reader sends it in its turn
-    /// (a record before it is not sent yet, another instance's, say, or it was sent already).
+    /// very next record of its partition, else `None` (a record before it is not sent yet,
+    /// another instance's, say, or it was sent already; see `LiveSequence` for what waits).
     fn acknowledged(&mut self, partition: i32, offset: i64) -> Option<Cursor> {
         let next = self.0.0.get_mut(&partition)?;
         if *next != offset {
@@ -120,8 +120,9 @@ struct LiveSequence {
     counts: BTreeMap<i32, Counts>,
 }
 
-/// At most this many acknowledged records wait (about 4 KB each): past it the earliest is
-/// dropped, and the reader sends it in its turn.
+/// At most this many acknowledged records wait (about 4 KB each): past it the one with the
+/// lowest partition and offset is dropped, and the reader sends it, at once if it follows
+/// that partition, after an end check if it is idle there.
 const MAX_WAITING: usize = 10_000;
 
 /// What the live reader did in a partition, counted from the start.
@@ -294,7 +295,11 @@ impl WatchHub {
         Ok(hub)
     }
 
+    /// A live watcher. Taken under the lock that sends items: whether anyone watches decides
+    /// whether a score acknowledged unwatched may be passed over (see `LiveSequence::release`),
+    /// and a watcher arriving between that decision and the items' sending would miss it.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<WatchItem>> {
+        let _sending = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
         self.live.subscribe()
     }
 
@@ -336,8 +341,8 @@ impl WatchHub {
         self.early.load(Ordering::Relaxed)
     }
 
-    /// How many partitions of the scores topic the live reader does not fetch now, every
-    /// record in them having reached the watchers on acknowledgement.
+    /// How many partitions of the scores topic the live reader does not fetch now, their
+    /// records reaching the watchers on acknowledgement, and any other within two end checks.
     pub fn idle_partitions(&self) -> usize {
         self.idle.load(Ordering::Relaxed)
     }
@@ -399,7 +404,8 @@ const END_CHECK: Duration = Duration::from_secs(1);
 ///
 /// While idle, the partition's end is looked at every `END_CHECK`: a record before the end
 /// seen at one check that is still not sent at the next is one no acknowledgement will send
-/// (another writer's, or one acknowledged while nobody watched), and the reader fetches the
+/// (another writer's, or this instance's whose acknowledgement is slow or was lost with a
+/// failed delivery: a needless fetch, then), and the reader fetches the
 /// partition again from the first record not sent. It never starts after that record, so
 /// none is skipped, and records read twice are passed over. Judging wrongly costs only
 /// time: a partition idle while another instance writes there gets that instance's records
@@ -456,16 +462,23 @@ impl Idling {
         self.0.iter().filter(|(_, f)| matches!(f, Follow::Idle { .. })).map(|(p, _)| *p).collect()
     }
 
-    /// The idle partitions' `ends` were read; `unsent` gives the first offset not sent to
-    /// the watchers. Returns the partitions to fetch again, and from where.
+    /// The ends of idle partitions were read (`ends`; an idle partition whose end could not
+    /// be read is missing); `unsent` gives the first offset not sent to the watchers. Returns
+    /// the partitions to fetch again, and from where: those with a record still unsent since
+    /// the check before, and those whose end is not known, as a reader that cannot check must
+    /// not miss records.
     fn checked(&mut self, ends: &[(i32, i64)], unsent: impl Fn(i32) -> Option<i64>) -> Vec<(i32, i64)> {
         let mut resume = Vec::new();
-        for &(partition, end) in ends {
-            let Some(Follow::Idle { end: seen }) = self.0.get_mut(&partition) else { continue };
-            let earlier = seen.replace(end);
+        for partition in self.idle() {
             // Every idle partition was read, so its place is known.
             let Some(next) = unsent(partition) else { continue };
-            if earlier.is_some_and(|earlier| earlier > next) {
+            let end = ends.iter().find(|(p, _)| *p == partition).map(|(_, end)| *end);
+            let Some(Follow::Idle { end: seen }) = self.0.get_mut(&partition) else { continue };
+            let earlier = match end {
+                Some(end) => seen.replace(end),
+                None => None,
+            };
+            if end.is_none() || earlier.is_some_and(|earlier| earlier > next) {
                 self.follow(partition);
                 resume.push((partition, next));
             }
@@ -637,17 +650,13 @@ impl TopicReader {
     }
 
     /// Looks at the ends of the idle partitions and fetches again those with records that
-    /// are still not sent since the check before. If the ends cannot be read, every idle
-    /// partition is fetched again: a reader that cannot check must not miss records.
+    /// are still not sent since the check before, and those whose end cannot be read.
     async fn check_idle(&self, idling: &mut Idling, hub: &WatchHub) {
-        let idle = idling.idle();
-        let resume = match self.ends(&idle).await {
-            Ok(ends) => idling.checked(&ends, |p| hub.unsent(p)),
-            Err(e) => {
-                tracing::warn!(error = %e, topic = %self.topic, "cannot read the scores topic's ends: fetching again");
-                idle.iter().filter_map(|&p| Some((p, hub.unsent(p)?))).inspect(|&(p, _)| idling.follow(p)).collect()
-            }
-        };
+        let ends = self.ends(&idling.idle()).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, topic = %self.topic, "cannot read the scores topic's ends: fetching again");
+            Vec::new()
+        });
+        let resume = idling.checked(&ends, |p| hub.unsent(p));
         for (partition, offset) in resume {
             let mut list = TopicPartitionList::new();
             let added = list.add_partition_offset(&self.topic, partition, Offset::Offset(offset));
@@ -673,8 +682,10 @@ impl TopicReader {
                 .map_err(|source| KafkaError::Metadata { topic: topic.clone(), source })?;
         }
         tokio::task::spawn_blocking(move || {
+            // The reader reads nothing while it waits: a broker slower than this to answer
+            // is treated as one that cannot, and the idle partitions are fetched again.
             let found = consumer
-                .offsets_for_times(list, Duration::from_secs(10))
+                .offsets_for_times(list, END_CHECK * 2)
                 .map_err(|source| KafkaError::Metadata { topic: topic.clone(), source })?;
             Ok(found
                 .elements()
@@ -784,6 +795,8 @@ mod tests {
         assert!(idling.read(0, counts(1, 0), t0 + IDLE_AFTER * 6));
         assert_eq!(idling.checked(&[(0, 10)], |_| None), vec![], "a place not known is never guessed");
         assert_eq!(idling.checked(&[(0, 10)], |_| None), vec![]);
+        assert_eq!(idling.checked(&[(1, 4)], |_| Some(12)), vec![(0, 12)], "an end not read: fetched again");
+        assert!(!idling.any_idle());
     }
 
     fn score(offset: i64) -> Acknowledged {
