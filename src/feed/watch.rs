@@ -423,10 +423,13 @@ enum Follow {
 }
 
 impl Idling {
-    /// The reader read a record of `partition`, whose counts are now `counts`: whether to
-    /// stop fetching the partition.
-    fn read(&mut self, partition: i32, counts: Counts, now: Instant) -> bool {
-        let state = self.0.entry(partition).or_insert(Follow::Following { since: now, read: 0, then: counts });
+    /// The reader read a record of `partition`, whose counts `counts` gives: whether to stop
+    /// fetching the partition. The counts are asked for only where a window begins or ends,
+    /// about once a second, not for every record: they sit behind the lock items are sent
+    /// under.
+    fn read(&mut self, partition: i32, counts: impl Fn() -> Counts, now: Instant) -> bool {
+        let state =
+            self.0.entry(partition).or_insert_with(|| Follow::Following { since: now, read: 0, then: counts() });
         let Follow::Following { since, read, then } = state else {
             // Left over in librdkafka's queue from before the partition went idle.
             return false;
@@ -435,6 +438,7 @@ impl Idling {
         if now.duration_since(*since) < IDLE_AFTER {
             return false;
         }
+        let counts = counts();
         let sent = counts.sent_by_reader.saturating_sub(then.sent_by_reader);
         let ours = counts.raced.saturating_sub(then.raced);
         if sent.saturating_sub(ours).saturating_mul(64) <= *read {
@@ -621,7 +625,7 @@ impl TopicReader {
                             return;
                         }
                         if let Some(hub) = &hub
-                            && idling.read(partition, hub.counts(partition), Instant::now())
+                            && idling.read(partition, || hub.counts(partition), Instant::now())
                         {
                             self.stop_fetching(&mut idling, partition);
                             hub.idle.store(idling.idle().len(), Ordering::Relaxed);
@@ -755,44 +759,44 @@ mod tests {
     fn a_partition_idles_when_nearly_every_record_read_for_a_second_was_ours() {
         let t0 = Instant::now();
         let mut idling = Idling::default();
-        assert!(!idling.read(0, counts(10, 10), t0), "the first record starts the window");
+        assert!(!idling.read(0, || counts(10, 10), t0), "the first record starts the window");
         for n in 1..640 {
-            assert!(!idling.read(0, counts(10 + n / 2, 10), t0 + IDLE_AFTER / 2), "judged only after a second");
+            assert!(!idling.read(0, || counts(10 + n / 2, 10), t0 + IDLE_AFTER / 2), "judged only after a second");
         }
-        assert!(!idling.read(1, counts(0, 0), t0 + IDLE_AFTER * 2), "each partition keeps its own window");
+        assert!(!idling.read(1, || counts(0, 0), t0 + IDLE_AFTER * 2), "each partition keeps its own window");
         let (sent, raced) = (10 + 320, 10 + 310);
-        assert!(idling.read(0, counts(sent, raced), t0 + IDLE_AFTER), "641 read, 10 unaccounted for: within 1/64");
+        assert!(idling.read(0, || counts(sent, raced), t0 + IDLE_AFTER), "641 read, 10 unaccounted for: within 1/64");
         assert_eq!(idling.idle(), vec![0]);
-        assert!(!idling.read(0, counts(sent, raced), t0 + IDLE_AFTER * 2), "left over in the queue: already idle");
+        assert!(!idling.read(0, || counts(sent, raced), t0 + IDLE_AFTER * 2), "left over in the queue: already idle");
     }
 
     #[test]
     fn a_partition_another_writer_writes_to_keeps_being_read() {
         let t0 = Instant::now();
         let mut idling = Idling::default();
-        idling.read(0, counts(0, 0), t0);
+        idling.read(0, || counts(0, 0), t0);
         for n in 1..100 {
-            idling.read(0, counts(n / 2, 0), t0 + IDLE_AFTER / 2);
+            idling.read(0, || counts(n / 2, 0), t0 + IDLE_AFTER / 2);
         }
-        assert!(!idling.read(0, counts(50, 0), t0 + IDLE_AFTER), "101 read, 50 sent and never acknowledged");
+        assert!(!idling.read(0, || counts(50, 0), t0 + IDLE_AFTER), "101 read, 50 sent and never acknowledged");
         assert!(!idling.any_idle());
-        assert!(!idling.read(0, counts(50, 0), t0 + IDLE_AFTER * 3 / 2), "a new window began");
-        assert!(idling.read(0, counts(50, 0), t0 + IDLE_AFTER * 2), "2 read, both passed over: the writer stopped");
+        assert!(!idling.read(0, || counts(50, 0), t0 + IDLE_AFTER * 3 / 2), "a new window began");
+        assert!(idling.read(0, || counts(50, 0), t0 + IDLE_AFTER * 2), "2 read, both passed over: the writer stopped");
     }
 
     #[test]
     fn an_idle_partition_is_fetched_again_from_the_first_unsent_record_once_one_stays_unsent() {
         let t0 = Instant::now();
         let mut idling = Idling::default();
-        idling.read(0, counts(0, 0), t0);
-        assert!(idling.read(0, counts(0, 0), t0 + IDLE_AFTER));
+        idling.read(0, || counts(0, 0), t0);
+        assert!(idling.read(0, || counts(0, 0), t0 + IDLE_AFTER));
         assert_eq!(idling.checked(&[(0, 2)], |_| Some(2)), vec![], "first look at the end");
         assert_eq!(idling.checked(&[(0, 5)], |_| Some(5)), vec![], "acknowledgements kept up with the end");
         assert_eq!(idling.checked(&[(0, 8)], |_| Some(7)), vec![], "7 was written after the check before");
         assert_eq!(idling.checked(&[(0, 8)], |_| Some(7)), vec![(0, 7)], "7 is still not sent a check later");
         assert!(!idling.any_idle());
-        assert!(!idling.read(0, counts(1, 0), t0 + IDLE_AFTER * 5), "judged afresh, from a new window");
-        assert!(idling.read(0, counts(1, 0), t0 + IDLE_AFTER * 6));
+        assert!(!idling.read(0, || counts(1, 0), t0 + IDLE_AFTER * 5), "judged afresh, from a new window");
+        assert!(idling.read(0, || counts(1, 0), t0 + IDLE_AFTER * 6));
         assert_eq!(idling.checked(&[(0, 10)], |_| None), vec![], "a place not known is never guessed");
         assert_eq!(idling.checked(&[(0, 10)], |_| None), vec![]);
         assert_eq!(idling.checked(&[(1, 4)], |_| Some(12)), vec![(0, 12)], "an end not read: fetched again");
