@@ -62,14 +62,18 @@ mod tests {
     const CHILD: &str = "PCS_ALLOCATOR_TEST_CHILD";
 
     /// Runs this test binary's `test` alone in a new process, with `env` set, and says
-    /// whether it passed.
+    /// whether it passed. Its output is shown only when it failed.
     fn passes_in_a_new_process(test: &str, env: &[(&str, &str)]) -> bool {
         let mut child = Command::new(std::env::current_exe().expect("the test binary's path"));
         child.args([test, "--exact", "--test-threads", "1"]).env_remove(PURGE_DELAY_VARIABLE);
         for (key, value) in env {
             child.env(key, value);
         }
-        child.status().expect("the test binary runs").success()
+        let run = child.output().expect("the test binary runs");
+        if !run.status.success() {
+            eprintln!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+        }
+        run.status.success()
     }
 
     #[test]
