@@ -33,9 +33,9 @@ const PURGE_DELAY_VARIABLE: &str = "MIMALLOC_PURGE_DELAY";
 /// benchmark process spent 38–42 µs an event at 20k events/s against 39–45, and the
 /// freshness p99 was lower in all eight; `pcs serve` catching up on 1M events peaked at
 /// 681 and 762 MiB against 660–700 (README, "Performance").
-pub const PURGE_DELAY_MS: c_long = 100;
+const PURGE_DELAY_MS: c_long = 100;
 
-/// Sets the purge delay to [`PURGE_DELAY_MS`], unless the operator chose one with
+/// Sets the purge delay to `PURGE_DELAY_MS`, unless the operator chose one with
 /// `MIMALLOC_PURGE_DELAY` (mimalloc has read it already; this leaves it be). The option is
 /// read each time freed memory is scheduled to go back, so setting it once the process
 /// runs takes effect from then on.
@@ -47,12 +47,6 @@ pub fn keep_freed_memory_briefly() {
     }
 }
 
-/// The purge delay mimalloc uses now.
-pub fn purge_delay_ms() -> c_long {
-    // SAFETY: mi_option_get reads one value from mimalloc's table of options.
-    unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY_OPTION) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +54,12 @@ mod tests {
 
     /// Set in the child process that the tests below start, with the case it checks.
     const CHILD: &str = "PCS_ALLOCATOR_TEST_CHILD";
+
+    /// The purge delay mimalloc uses now.
+    fn purge_delay_ms() -> c_long {
+        // SAFETY: mi_option_get reads one value from mimalloc's table of options.
+        unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY_OPTION) }
+    }
 
     /// Runs this test binary's `test` alone in a new process, with `env` set, and says
     /// whether it passed. Its output is shown only when it failed.
@@ -78,13 +78,13 @@ mod tests {
 
     #[test]
     fn the_option_set_is_the_purge_delay_mimalloc_reads_from_its_variable() {
+        let test = "allocator::tests::the_option_set_is_the_purge_delay_mimalloc_reads_from_its_variable";
         match std::env::var(CHILD).as_deref() {
             Ok("from the variable") => assert_eq!(purge_delay_ms(), 1234),
             Ok(other) => panic!("unknown case {other}"),
-            Err(_) => assert!(passes_in_a_new_process(
-                "allocator::tests::the_option_set_is_the_purge_delay_mimalloc_reads_from_its_variable",
-                &[(CHILD, "from the variable"), (PURGE_DELAY_VARIABLE, "1234")],
-            )),
+            Err(_) => {
+                assert!(passes_in_a_new_process(test, &[(CHILD, "from the variable"), (PURGE_DELAY_VARIABLE, "1234")]))
+            }
         }
     }
 

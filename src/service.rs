@@ -62,6 +62,7 @@ const ROLLOVER_TIMING: RolloverTiming =
 /// Runs the service until `shutdown` fires.
 pub async fn serve(mut config: ServeConfig, shutdown: broadcast::Sender<()>) -> Result<(), ServiceError> {
     config.validate()?;
+    // Here rather than in `main`: the benchmark starts the service through this function too.
     crate::allocator::keep_freed_memory_briefly();
     if config.demo && config.now.is_none() {
         config.now = parse_date(DEMO_AS_OF);
