@@ -102,13 +102,16 @@ fn acr(id: &str, customer: &str, usd: i64) -> String {
     )
 }
 
+/// A fingerprint past `i64::MAX`: fingerprints take the whole range of a `u64`.
+const FINGERPRINT: u64 = u64::MAX - 6;
+
 fn write(partner: &str, expected_version: u64, next: Option<&str>) -> PartnerWrite {
     PartnerWrite {
         partner_id: partner.into(),
         expected_version,
         state: pcs::engine::PartnerState::default().encode(),
         score: b"score".to_vec(),
-        score_fingerprint: 7,
+        score_fingerprint: FINGERPRINT,
         history: None,
         offsets: vec![(SourcePartition { topic: "t".into(), partition: 2 }, 41)],
         next_change: next.map(day),
@@ -132,7 +135,7 @@ async fn writes_are_conditional_on_the_version(store: impl StateStore) {
         .unwrap();
     assert_eq!(loaded[0].version, 2);
     assert_eq!(loaded[0].offsets, vec![Some(41), None]);
-    assert_eq!(loaded[0].score_fingerprint, Some(7));
+    assert_eq!(loaded[0].score_fingerprint, Some(FINGERPRINT));
     let scores = store.scores(&["A".into(), "B".into()]).await.unwrap();
     assert_eq!(scores[0].as_ref().unwrap().score, b"score");
     assert!(scores[1].is_none());
@@ -168,6 +171,10 @@ async fn keys_share_the_partners_hash_tag() {
     let keys: Vec<String> = redis::cmd("KEYS").arg("tag:*").query_async(&mut c).await.unwrap();
     let partner_keys: Vec<&String> = keys.iter().filter(|k| k.contains("P.1:x")).collect();
     assert_eq!(partner_keys, vec!["tag:{P.1:x}"], "one hash per partner, hash-tagged: {keys:?}");
+    // The fields stored data already has: renaming one would lose every partner's offsets.
+    let fields: Vec<Option<String>> =
+        redis::cmd("HMGET").arg("tag:{P.1:x}").arg("o:t:2").arg("fp").query_async(&mut c).await.unwrap();
+    assert_eq!(fields, vec![Some("41".to_owned()), Some(FINGERPRINT.to_string())]);
 }
 
 async fn listing_and_the_due_index(store: impl StateStore) {

@@ -52,9 +52,9 @@ pub(crate) fn score(rule: &UsageGrowthRule, area: SolutionArea, ctx: &Context) -
         max: rule.max,
         value: g.value,
         explanation: Explanation::UsageGrowth {
-            current_month: g.current_month.to_string(),
+            current_month: g.current_month.text(),
             current_micros: g.current,
-            base_month: g.base_month.to_string(),
+            base_month: g.base_month.text(),
             base_micros: g.base,
             min_current_micros: rule.min_current_micros,
         },

@@ -2,7 +2,7 @@
 //! protobuf, the CLI prints the spec's JSON from it.
 
 use super as pb;
-use crate::calendar::{Month, parse_date};
+use crate::calendar::{Month, date_text, parse_date};
 use crate::engine as en;
 use crate::rules::{Path, RuleBook};
 use std::sync::Arc;
@@ -23,7 +23,7 @@ impl From<en::PartnerScore> for pb::PartnerScore {
     fn from(s: en::PartnerScore) -> Self {
         pb::PartnerScore {
             partner_id: s.partner_id,
-            as_of: s.as_of.to_string(),
+            as_of: date_text(s.as_of),
             path: path_to_pb(s.path) as i32,
             ttm_acr_micros: saturate(s.ttm_acr_micros),
             path_explanation: Some(pb::PathExplanation {
@@ -42,17 +42,17 @@ impl From<&en::QualificationWindow> for pb::QualificationWindow {
     fn from(w: &en::QualificationWindow) -> Self {
         pb::QualificationWindow {
             designation: w.designation.clone(),
-            window_start: w.window_start.to_string(),
+            window_start: date_text(w.window_start),
             window_end: String::new(),
             qualified: w.qualified(),
             qualified_periods: w
                 .qualified_periods
                 .iter()
-                .map(|(from, to)| pb::DateRange { from: from.to_string(), to: to.to_string() })
+                .map(|(from, to)| pb::DateRange { from: date_text(*from), to: date_text(*to) })
                 .collect(),
             qualified_days: w.qualified_days,
-            last_qualified_on: w.last_qualified_on.map(|d| d.to_string()),
-            in_window_until: w.in_window_until.map(|d| d.to_string()),
+            last_qualified_on: w.last_qualified_on.map(date_text),
+            in_window_until: w.in_window_until.map(date_text),
             days_left: w.days_left,
         }
     }
@@ -63,7 +63,7 @@ pub fn qualification_windows(history: &en::ScoreHistory, day: chrono::NaiveDate)
     history
         .windows(day)
         .iter()
-        .map(|w| pb::QualificationWindow { window_end: day.to_string(), ..pb::QualificationWindow::from(w) })
+        .map(|w| pb::QualificationWindow { window_end: date_text(day), ..pb::QualificationWindow::from(w) })
         .collect()
 }
 
@@ -72,7 +72,7 @@ impl pb::ScoreWarning {
         pb::ScoreWarning {
             partner_id: partner_id.to_owned(),
             designation: w.designation.clone(),
-            on: w.on.to_string(),
+            on: date_text(w.on),
             total: w.total,
             projected_total: w.projected_total,
             loses_qualification: w.loses_qualification,
@@ -85,7 +85,7 @@ impl pb::ScoreWarning {
 impl pb::ScoreForecast {
     pub fn of(partner_id: &str, f: &en::Forecast, warnings: &[en::ScoreWarning]) -> pb::ScoreForecast {
         pb::ScoreForecast {
-            on: f.on.to_string(),
+            on: date_text(f.on),
             days_elapsed: f.days_elapsed,
             days_in_month: f.days_in_month,
             month_so_far_micros: saturate(f.month_so_far_micros),
@@ -119,7 +119,7 @@ impl pb::ScoreForecast {
 impl pb::DaySnapshot {
     pub fn of(day: chrono::NaiveDate, s: &en::DaySnapshot) -> pb::DaySnapshot {
         pb::DaySnapshot {
-            date: day.to_string(),
+            date: date_text(day),
             path: path_to_pb(s.path) as i32,
             designations: s
                 .designations
@@ -219,8 +219,8 @@ fn subcategory_to_pb(s: en::SubcategoryScore) -> pb::SubcategoryScore {
             };
             X::NetCustomerAdds(pb::NetCustomerAddsExplanation {
                 threshold_micros,
-                baseline_months: baseline_months.iter().map(Month::to_string).collect(),
-                recent_months: recent_months.iter().map(Month::to_string).collect(),
+                baseline_months: baseline_months.iter().map(|m| m.text()).collect(),
+                recent_months: recent_months.iter().map(|m| m.text()).collect(),
                 added: changes(added),
                 lost: changes(lost),
             })
@@ -256,7 +256,7 @@ fn subcategory_to_pb(s: en::SubcategoryScore) -> pb::SubcategoryScore {
             })
         }
         en::Explanation::Deployments { window_after, counted } => {
-            X::Deployments(pb::DeploymentsExplanation { window_after: window_after.to_string(), counted })
+            X::Deployments(pb::DeploymentsExplanation { window_after: date_text(window_after), counted })
         }
     };
     pb::SubcategoryScore { name: s.name, points: s.points, max: s.max, value: s.value, explanation: Some(explanation) }
