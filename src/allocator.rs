@@ -1,6 +1,11 @@
-//! The process's allocator: mimalloc, its 2.x line, and how long it keeps freed memory.
+//! The process's allocator: mimalloc, its 2.x line, called by its plain entry points where
+//! they give the alignment asked for, and how long it keeps freed memory.
 
-use std::ffi::c_long;
+use libmimalloc_sys::{
+    mi_free, mi_malloc, mi_malloc_aligned, mi_realloc, mi_realloc_aligned, mi_zalloc, mi_zalloc_aligned,
+};
+use std::alloc::{GlobalAlloc, Layout};
+use std::ffi::{c_long, c_void};
 
 /// Every scored batch allocates and frees many small, short-lived buffers (decoded state,
 /// reports, encoded messages) on two threads at once; a profile of the pipeline showed
@@ -8,14 +13,80 @@ use std::ffi::c_long;
 /// lists make those calls cheap. Declared here so the service, its benchmark and its tests
 /// all run on the allocator that ships.
 ///
-/// Its 2.x line (the crate's `v2` feature), not the 3.x it builds by default: scores are
-/// allocated on the scoring threads and freed on the runtime's, and under 20k new partners
-/// a second 3.x's allocation path alone was 7 % of the benchmark process's samples. In
-/// twelve benchmark runs alternated with twelve on 3.x, 2.x took about 1.5 µs off an
-/// event's CPU and met the 100 ms freshness target at 20k events/s in eight runs against
-/// two (README, "Performance"), for 30–50 MiB more at the peak of a catch-up.
+/// Its 2.x line (`libmimalloc-sys`'s `v2` feature), not the 3.x it builds by default:
+/// scores are allocated on the scoring threads and freed on the runtime's, and under 20k
+/// new partners a second 3.x's allocation path alone was 7 % of the benchmark process's
+/// samples. In twelve benchmark runs alternated with twelve on 3.x, 2.x took about 1.5 µs
+/// off an event's CPU and met the 100 ms freshness target at 20k events/s in eight runs
+/// against two (README, "Performance"), for 30–50 MiB more at the peak of a catch-up.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: Mimalloc = Mimalloc;
+
+/// mimalloc behind Rust's allocator interface. The `mimalloc` crate passes every request
+/// to mimalloc's aligned entry points, whose checks before they reach the same free list
+/// took more instructions than the allocation itself: scoring and encoding a new partner
+/// (callgrind, the applier's steps for one ACR event) ran 85,100 instructions with the
+/// plain entry points against 91,500 through the aligned ones. Nearly every Rust
+/// allocation asks for an alignment no larger than its size and than 16 bytes, which
+/// mimalloc gives every block of that size anyway; its own aligned path hands such requests
+/// to the plain one (`mi_malloc_is_naturally_aligned` in `alloc-aligned.c`). Only the rest
+/// go the long way.
+struct Mimalloc;
+
+/// The alignment mimalloc gives every block at least as large (`MI_MAX_ALIGN_SIZE`).
+const NATURAL_ALIGNMENT: usize = 16;
+
+/// Whether a plain allocation of `size` bytes is aligned as `align` asks.
+fn naturally_aligned(size: usize, align: usize) -> bool {
+    align <= NATURAL_ALIGNMENT && align <= size
+}
+
+// SAFETY: each method hands the request to the mimalloc function that meets it: the plain
+// ones only where mimalloc's blocks are aligned as asked (`naturally_aligned`), the aligned
+// ones otherwise. `mi_free` and `mi_realloc*` take any block either kind returned.
+unsafe impl GlobalAlloc for Mimalloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: see the impl.
+        unsafe {
+            if naturally_aligned(layout.size(), layout.align()) {
+                mi_malloc(layout.size()).cast()
+            } else {
+                mi_malloc_aligned(layout.size(), layout.align()).cast()
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: see the impl.
+        unsafe {
+            if naturally_aligned(layout.size(), layout.align()) {
+                mi_zalloc(layout.size()).cast()
+            } else {
+                mi_zalloc_aligned(layout.size(), layout.align()).cast()
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: see the impl.
+        unsafe { mi_free(ptr.cast::<c_void>()) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: see the impl; a block kept in place was aligned already.
+        unsafe {
+            if naturally_aligned(new_size, layout.align()) {
+                mi_realloc(ptr.cast(), new_size).cast()
+            } else {
+                mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast()
+            }
+        }
+    }
+}
 
 /// `mi_option_purge_delay` in mimalloc 2.x's `mi_option_t` (`include/mimalloc.h`), which
 /// the Rust bindings name no constant for. A test reads it back from a process started
@@ -108,6 +179,56 @@ mod tests {
                     passes_in_a_new_process(test, &[(CHILD, "operator"), (PURGE_DELAY_VARIABLE, "1000")]),
                     "with MIMALLOC_PURGE_DELAY=1000"
                 );
+            }
+        }
+    }
+
+    /// Every block is aligned as its layout asks and keeps its bytes when it grows or
+    /// shrinks, on both paths: sizes from 1 byte to past mimalloc's small and medium
+    /// blocks, alignments from 1 to a page, including sizes smaller than their alignment
+    /// (which must take the aligned path). Many blocks of each layout, so that a size class
+    /// whose blocks were misplaced would show in one of them.
+    #[test]
+    fn blocks_are_aligned_as_asked_and_keep_their_bytes() {
+        let sizes = (1..=160).chain([250, 256, 1000, 1024, 1032, 4096, 10_000, 70_000, 600_000]);
+        for size in sizes {
+            for align in [1, 2, 4, 8, 16, 32, 64, 4096] {
+                let layout = Layout::from_size_align(size, align).unwrap();
+                let blocks: Vec<*mut u8> = (0..64)
+                    .map(|i| {
+                        // SAFETY: the layout has a non-zero size; each block is freed below.
+                        let block = unsafe {
+                            if i % 2 == 0 { ALLOCATOR.alloc(layout) } else { ALLOCATOR.alloc_zeroed(layout) }
+                        };
+                        assert!(
+                            !block.is_null() && (block as usize).is_multiple_of(align),
+                            "{size} bytes aligned {align}"
+                        );
+                        // SAFETY: the block holds `size` bytes.
+                        let bytes = unsafe { std::slice::from_raw_parts_mut(block, size) };
+                        if i % 2 == 1 {
+                            assert!(bytes.iter().all(|b| *b == 0), "zeroed: {size} bytes aligned {align}");
+                        }
+                        bytes.fill(i as u8);
+                        block
+                    })
+                    .collect();
+                for (i, block) in blocks.into_iter().enumerate() {
+                    let new_size = if i % 2 == 0 { size * 3 + 5 } else { size.div_ceil(2) };
+                    // SAFETY: the block came from this allocator with `layout`; the new size
+                    // is not zero.
+                    let moved = unsafe { ALLOCATOR.realloc(block, layout, new_size) };
+                    assert!(
+                        !moved.is_null() && (moved as usize).is_multiple_of(align),
+                        "{size} -> {new_size} aligned {align}"
+                    );
+                    // SAFETY: the block now holds `new_size` bytes, the first `kept` of them
+                    // the old block's.
+                    let kept = size.min(new_size);
+                    assert!(unsafe { std::slice::from_raw_parts(moved, kept) }.iter().all(|b| *b == i as u8));
+                    // SAFETY: freed once, with the layout of its last size.
+                    unsafe { ALLOCATOR.dealloc(moved, Layout::from_size_align(new_size, align).unwrap()) };
+                }
             }
         }
     }
