@@ -41,6 +41,28 @@ fn naturally_aligned(size: usize, align: usize) -> bool {
     align <= NATURAL_ALIGNMENT && align <= size
 }
 
+/// A block for `layout` from `plain` where its blocks are aligned as asked, else from
+/// `aligned`: mimalloc's allocating or zeroing pair.
+///
+/// # Safety
+/// `layout` has a non-zero size, as `GlobalAlloc` promises.
+#[inline]
+unsafe fn allocate(
+    layout: Layout,
+    plain: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    // SAFETY: both are mimalloc's allocation functions, given a size (and an alignment,
+    // a power of two as `Layout` guarantees).
+    unsafe {
+        if naturally_aligned(layout.size(), layout.align()) {
+            plain(layout.size()).cast()
+        } else {
+            aligned(layout.size(), layout.align()).cast()
+        }
+    }
+}
+
 // SAFETY: each method hands the request to the mimalloc function that meets it: the plain
 // ones only where mimalloc's blocks are aligned as asked (`naturally_aligned`), the aligned
 // ones otherwise. `mi_free` and `mi_realloc*` take any block either kind returned.
@@ -48,25 +70,13 @@ unsafe impl GlobalAlloc for Mimalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: see the impl.
-        unsafe {
-            if naturally_aligned(layout.size(), layout.align()) {
-                mi_malloc(layout.size()).cast()
-            } else {
-                mi_malloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        unsafe { allocate(layout, mi_malloc, mi_malloc_aligned) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: see the impl.
-        unsafe {
-            if naturally_aligned(layout.size(), layout.align()) {
-                mi_zalloc(layout.size()).cast()
-            } else {
-                mi_zalloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        unsafe { allocate(layout, mi_zalloc, mi_zalloc_aligned) }
     }
 
     #[inline]
