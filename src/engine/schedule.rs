@@ -47,11 +47,12 @@ mod tests {
     use super::*;
     use crate::engine::evaluate;
     use crate::events::decode_json;
-    use prost::Message;
 
     /// The score's part of the digest the pipeline tells a changed score by.
     fn digest(score: &crate::engine::PartnerScore) -> u64 {
-        crate::proto::score_digest(&crate::proto::PartnerScore::from(score.clone()).encode_to_vec()).unwrap()
+        let mut score = score.clone();
+        let plans: Vec<_> = score.designations.iter_mut().map(|d| d.shortfall.take()).collect();
+        crate::proto::encode_score(&mut crate::proto::PartnerScore::from(score), &plans).digest
     }
 
     #[test]

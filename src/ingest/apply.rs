@@ -347,13 +347,12 @@ impl<S: StateStore> Applier<S> {
         // Encoded once, whole and as stored, and the score's digest taken from those bytes:
         // nearly every assessed score has changed and is published whole, and a second
         // encoding cost as much as the first.
-        let proto::EncodedScore { whole, stored } = proto::encode_score(&mut message, &plans);
-        let well_formed = "prost's own encoding of a score is well-formed";
+        let proto::EncodedScore { whole, stored, digest: score_digest } = proto::encode_score(&mut message, &plans);
         // What makes a change worth publishing: the score itself, a warning appearing or
         // going, a window gaining or losing its qualification. Projected totals and days
         // left move daily and are read, not pushed.
         let mut digest = xxhash_rust::xxh3::Xxh3::new();
-        digest.update(&proto::score_digest(&whole).expect(well_formed).to_le_bytes());
+        digest.update(&score_digest.to_le_bytes());
         for w in &warnings {
             digest.update(w.designation.as_bytes());
             digest.update(&[u8::from(w.loses_qualification), 0xff]);

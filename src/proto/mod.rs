@@ -23,7 +23,6 @@ mod served;
 mod stored;
 
 pub use convert::{MalformedScore, decode_stored, qualification_windows, restore_shortfalls};
-pub use digest::score_digest;
 pub use qualified::{DesignationQualified, QualifiedView};
 pub use score_changed::ScoreChangedWire;
 pub use served::{BatchGetScoresResponseWire, GetScoreResponseWire, served_encoding, stored_as_of};
