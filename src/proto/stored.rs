@@ -17,7 +17,6 @@ use crate::engine::Shortfall;
 use prost::Message;
 use prost::bytes::BufMut;
 use prost::encoding::{WireType, decode_key, decode_varint, encode_key, encode_varint, encoded_len_varint, key_len};
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 /// `PartnerScore.partner_id`, `.as_of`, `.designations` and `.forecast`.
@@ -34,8 +33,10 @@ const WINDOW_AFTER: u32 = 1;
 /// Each plan encoded as a `DesignationScore.shortfall` field (key, length, message), by the
 /// address of the plan it encodes. The entry holds the plan, so the address is not reused
 /// while it is kept. Bounded like the engine's plans (8192 of them, each encoding about a
-/// kilobyte at most), and emptied when full.
-static PLAN_FIELDS: LazyLock<Mutex<HashMap<usize, (Arc<Shortfall>, Arc<[u8]>)>>> = LazyLock::new(Mutex::default);
+/// kilobyte at most), and emptied when full. foldhash, as for the plans themselves (see
+/// `engine::shortfall`): it is looked up as often.
+static PLAN_FIELDS: LazyLock<Mutex<foldhash::HashMap<usize, (Arc<Shortfall>, Arc<[u8]>)>>> =
+    LazyLock::new(Mutex::default);
 const PLAN_FIELDS_KEPT: usize = 8192;
 
 /// A score encoded whole (published) and without its plans (stored), and its digest.
