@@ -5,14 +5,16 @@ use super::report::{CustomerChange, Explanation, SubcategoryScore};
 use crate::calendar::Month;
 use crate::events::SolutionArea;
 use crate::rules::NetCustomerAddsRule;
+use smallvec::SmallVec;
 
-/// The months compared, oldest first, and where the ACR window keeps each.
+/// The threshold and where the ACR window keeps the months compared, oldest first. Inline,
+/// not on the heap: every day a new partner's history is brought up to date compares its
+/// customers once per designation, and allocating the months and slots each time was
+/// most of the comparison's cost. Only the explanation needs the months themselves.
 struct Comparison {
     threshold: i128,
-    baseline: Vec<Month>,
-    recent: Vec<Month>,
-    baseline_slots: Vec<usize>,
-    recent_slots: Vec<usize>,
+    baseline_slots: SmallVec<[usize; 4]>,
+    recent_slots: SmallVec<[usize; 4]>,
 }
 
 enum Change {
@@ -22,20 +24,16 @@ enum Change {
 
 impl Comparison {
     fn of(rule: &NetCustomerAddsRule, ctx: &Context) -> Comparison {
-        let months = |backs: &[u32]| -> Vec<Month> {
-            let mut months: Vec<Month> = backs.iter().map(|b| ctx.m.back(*b)).collect();
-            months.sort();
-            months
+        // The window's slots are in month order, so sorting the slots sorts the months.
+        let slots = |backs: &[u32]| -> SmallVec<[usize; 4]> {
+            let mut slots: SmallVec<[usize; 4]> = backs.iter().map(|b| ctx.acr.slot(ctx.m.back(*b))).collect();
+            slots.sort_unstable();
+            slots
         };
-        let (baseline, recent) = (months(&rule.baseline_months_back), months(&rule.recent_months_back));
-        let slots = |months: &[Month]| -> Vec<usize> { months.iter().map(|m| ctx.acr.slot(*m)).collect() };
-        let (baseline_slots, recent_slots) = (slots(&baseline), slots(&recent));
         Comparison {
             threshold: i128::from(rule.threshold_micros(ctx.path)),
-            baseline,
-            recent,
-            baseline_slots,
-            recent_slots,
+            baseline_slots: slots(&rule.baseline_months_back),
+            recent_slots: slots(&rule.recent_months_back),
         }
     }
 
@@ -50,6 +48,13 @@ impl Comparison {
             None
         }
     }
+}
+
+/// The months `backs` before the month scored, oldest first.
+fn months(backs: &[u32], ctx: &Context) -> Vec<Month> {
+    let mut months: Vec<Month> = backs.iter().map(|b| ctx.m.back(*b)).collect();
+    months.sort_unstable();
+    months
 }
 
 fn points_for(rule: &NetCustomerAddsRule, value: i64) -> u32 {
@@ -96,8 +101,8 @@ pub(crate) fn score(rule: &NetCustomerAddsRule, area: SolutionArea, ctx: &Contex
         value: Some(value),
         explanation: Explanation::NetCustomerAdds {
             threshold_micros: rule.threshold_micros(ctx.path),
-            baseline_months: comparison.baseline,
-            recent_months: comparison.recent,
+            baseline_months: months(&rule.baseline_months_back, ctx),
+            recent_months: months(&rule.recent_months_back, ctx),
             added,
             lost,
         },
