@@ -36,12 +36,13 @@ pub(super) fn score_digest(score: &[u8], left_out: &[Range<usize>]) -> u64 {
 mod tests {
     use super::*;
     use crate::engine::Partners;
-    use crate::proto::stored::{DESIGNATIONS, FORECAST, next_field};
+    use crate::proto::stored::next_field;
     use crate::proto::{
         DeploymentsExplanation, MalformedScore, PartnerScore, QualificationWindow, ScoreForecast, encode_score,
         subcategory_score::Explanation,
     };
     use crate::rules::RuleBook;
+    use prost::Message;
 
     /// The digest `encode_score` takes of `score`, its plans taken out and spliced in as
     /// scoring does.
@@ -148,12 +149,14 @@ mod tests {
         assert!(scores >= 40 && windows >= 40, "only {scores} scores, {windows} deployment windows");
     }
 
-    use prost::Message;
-
-    /// `PartnerScore.as_of` and `.qualification_windows`; `DesignationScore.subcategories`;
-    /// `SubcategoryScore.deployments`; `DeploymentsExplanation.window_after`.
+    /// `PartnerScore.as_of`, `.designations`, `.qualification_windows` and `.forecast`;
+    /// `DesignationScore.subcategories`; `SubcategoryScore.deployments`;
+    /// `DeploymentsExplanation.window_after`. Written out again here rather than taken from
+    /// the encoder, so that a wrong number there cannot agree with itself.
     const AS_OF: u32 = 2;
+    const DESIGNATIONS: u32 = 6;
     const QUALIFICATION_WINDOWS: u32 = 7;
+    const FORECAST: u32 = 8;
     const SUBCATEGORIES: u32 = 4;
     const DEPLOYMENTS: u32 = 13;
     const WINDOW_AFTER: u32 = 1;
