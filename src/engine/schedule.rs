@@ -50,9 +50,8 @@ mod tests {
 
     /// The score's part of the digest the pipeline tells a changed score by.
     fn digest(score: &crate::engine::PartnerScore) -> u64 {
-        let mut score = score.clone();
-        let plans: Vec<_> = score.designations.iter_mut().map(|d| d.shortfall.take()).collect();
-        crate::proto::encode_score(&mut crate::proto::PartnerScore::from(score), &plans).digest
+        let (mut message, plans) = crate::proto::split_plans(score.clone());
+        crate::proto::encode_score(&mut message, &plans).digest
     }
 
     #[test]

@@ -336,12 +336,10 @@ impl<S: StateStore> Applier<S> {
     ) -> Assessed {
         let before = history.clone();
         let oldest = self.history_start(today);
-        let mut score = history.record(partner_id, state, affected_from, oldest, today, &self.rules);
+        let score = history.record(partner_id, state, affected_from, oldest, today, &self.rules);
         history.prune(oldest);
         let (forecast, warnings) = forecast_with_warnings(state, &score, today, &self.rules);
-        // The plans are shared and their encoding kept: spliced in, not converted and encoded.
-        let plans: Vec<_> = score.designations.iter_mut().map(|d| d.shortfall.take()).collect();
-        let mut message = proto::PartnerScore::from(score);
+        let (mut message, plans) = proto::split_plans(score);
         message.qualification_windows = proto::qualification_windows(&history, today);
         message.forecast = Some(proto::ScoreForecast::of(partner_id, &forecast, &warnings));
         // Encoded once, whole and as stored, and the score's digest taken from those bytes:

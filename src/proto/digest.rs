@@ -39,7 +39,7 @@ mod tests {
     use crate::proto::stored::next_field;
     use crate::proto::{
         DeploymentsExplanation, MalformedScore, PartnerScore, QualificationWindow, ScoreForecast, encode_score,
-        subcategory_score::Explanation,
+        split_plans, subcategory_score::Explanation,
     };
     use crate::rules::RuleBook;
     use prost::Message;
@@ -47,9 +47,7 @@ mod tests {
     /// The digest `encode_score` takes of `score`, its plans taken out and spliced in as
     /// scoring does.
     fn digest(score: &PartnerScore) -> u64 {
-        let mut report = crate::engine::PartnerScore::try_from(score).unwrap();
-        let plans: Vec<_> = report.designations.iter_mut().map(|d| d.shortfall.take()).collect();
-        let mut message = PartnerScore::from(report);
+        let (mut message, plans) = split_plans(crate::engine::PartnerScore::try_from(score).unwrap());
         message.qualification_windows = score.qualification_windows.clone();
         message.forecast = score.forecast.clone();
         assert_eq!(message.designations.len(), score.designations.len());
@@ -132,9 +130,8 @@ mod tests {
                 }
             }
             for day in ["2024-07-10", "2025-07-10"] {
-                for mut report in partners.evaluate(crate::calendar::parse_date(day).unwrap(), &rules) {
-                    let plans: Vec<_> = report.designations.iter_mut().map(|d| d.shortfall.take()).collect();
-                    let mut message = PartnerScore::from(report);
+                for report in partners.evaluate(crate::calendar::parse_date(day).unwrap(), &rules) {
+                    let (mut message, plans) = split_plans(report);
                     windows += each_deployments(&mut message, |_| {});
                     message.qualification_windows =
                         vec![QualificationWindow { designation: "DATA_AI".into(), ..Default::default() }];

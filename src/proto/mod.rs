@@ -26,7 +26,7 @@ pub use convert::{MalformedScore, decode_stored, qualification_windows, restore_
 pub use qualified::{DesignationQualified, QualifiedView};
 pub use score_changed::ScoreChangedWire;
 pub use served::{BatchGetScoresResponseWire, GetScoreResponseWire, served_encoding, stored_as_of};
-pub use stored::{EncodedScore, encode_score};
+pub use stored::{EncodedScore, encode_score, split_plans};
 
 /// A real evaluation of a partner with one $5,000 ACR line, as of 2024-07-10: it qualifies
 /// for nothing, so every designation carries a shortfall plan.

@@ -140,6 +140,14 @@ pub fn encode_score(score: &mut super::PartnerScore, plans: &[Option<Arc<Shortfa
     EncodedScore { whole, stored, digest }
 }
 
+/// `report` converted without its shortfall plans, and the plans: what [`encode_score`]
+/// takes. The plans are shared and their encoding kept, so they are spliced in, not
+/// converted and encoded.
+pub fn split_plans(mut report: crate::engine::PartnerScore) -> (super::PartnerScore, Vec<Option<Arc<Shortfall>>>) {
+    let plans = report.designations.iter_mut().map(|d| d.shortfall.take()).collect();
+    (report.into(), plans)
+}
+
 /// Calls `f` on `designation` with its subcategories taken out, to encode or measure the
 /// fields around them.
 fn without_subcategories<T>(
@@ -251,13 +259,6 @@ mod tests {
     use crate::engine::{PartnerState, evaluate};
     use crate::rules::RuleBook;
 
-    /// The plans out of a report, and the report converted without them.
-    fn split(report: crate::engine::PartnerScore) -> (super::super::PartnerScore, Vec<Option<Arc<Shortfall>>>) {
-        let mut report = report;
-        let plans = report.designations.iter_mut().map(|d| d.shortfall.take()).collect();
-        (report.into(), plans)
-    }
-
     /// Both encodings are prost's own of the score with and without its plans, with a
     /// designation that has none, and with plans whose encoding is already kept (the second
     /// round): a wrong field number or length cannot pass unseen.
@@ -285,7 +286,7 @@ mod tests {
                 for d in &mut cleared.designations {
                     d.shortfall = None;
                 }
-                let (mut message, mut plans) = split(report);
+                let (mut message, mut plans) = split_plans(report);
                 plans[1] = None;
                 message.forecast = whole.forecast.clone();
                 message.qualification_windows = whole.qualification_windows.clone();
