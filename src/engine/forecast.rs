@@ -126,7 +126,7 @@ pub fn forecast(state: &PartnerState, current: &PartnerScore, today: NaiveDate, 
         .designations
         .iter()
         .filter_map(|d| {
-            let p = next.designations.iter().find(|p| p.designation == d.designation)?;
+            let p = next.designations().find(|p| p.rule.name == d.designation)?;
             Some(DesignationForecast {
                 designation: d.designation.clone(),
                 total: d.total,
@@ -140,9 +140,11 @@ pub fn forecast(state: &PartnerState, current: &PartnerScore, today: NaiveDate, 
                         name: s.name.clone(),
                         points: s.points,
                         projected_points: p
-                            .points
+                            .rule
+                            .subcategories
                             .iter()
-                            .find(|(name, _)| *name == s.name)
+                            .zip(p.points)
+                            .find(|(sub, _)| sub.name() == s.name)
                             .map_or(0, |(_, points)| *points),
                     })
                     .collect(),

@@ -109,15 +109,20 @@ impl ScoreHistory {
         let mut day = from;
         loop {
             // Past days need only their points; today's score is the full report.
-            let (snapshot, score) = if day == today {
+            let score = if day == today {
                 let score = evaluate(partner_id, state, day, rules);
-                (DaySnapshot::of(&score), Some(score))
+                let snapshot = DaySnapshot::of(&score);
+                if self.entries.last().is_none_or(|(_, last)| *last != snapshot) {
+                    self.entries.push((day, snapshot));
+                }
+                Some(score)
             } else {
-                (day_points(state, day, rules), None)
+                let points = day_points(state, day, rules);
+                if self.entries.last().is_none_or(|(_, last)| !points.matches(last)) {
+                    self.entries.push((day, points.snapshot()));
+                }
+                None
             };
-            if self.entries.last().is_none_or(|(_, last)| *last != snapshot) {
-                self.entries.push((day, snapshot));
-            }
             match next_change_after(state, day, rules) {
                 Some(next) if next <= today => day = next,
                 // Nothing changes between `day` and today but the date itself.
@@ -358,6 +363,10 @@ mod tests {
                 let oldest = date("2024-06-14");
                 history.record(partner, state, Some(*earliest), oldest, today, &rules);
                 let history = ScoreHistory::decode(&history.encode()).unwrap();
+                assert!(
+                    history.entries.windows(2).all(|pair| pair[0].1 != pair[1].1),
+                    "{name} {partner}: an entry repeats the one before it"
+                );
                 let mut day = (*earliest).max(oldest);
                 while day <= today {
                     let expected = DaySnapshot::of(&evaluate(partner, state, day, &rules));
@@ -393,6 +402,42 @@ mod tests {
             assert_eq!(history.on(date(day)), Some(&DaySnapshot::of(&evaluate("P", &state, date(day), &rules))));
         }
         assert_eq!(history.evaluated_through(), Some(date("2024-05-01")));
+    }
+
+    /// A rule set that takes effect with the same points but another subcategory name, or
+    /// another standing, starts an entry of its own on a past day.
+    #[test]
+    fn a_new_rule_set_with_the_same_points_starts_an_entry() {
+        let edits: [(&str, &str); 2] = [
+            ("name = \"intermediate_certifications\"", "name = \"intermediate_certifications_v2\""),
+            ("min_total = 70\nmin_subcategory_points = 1", "min_total = 1\nmin_subcategory_points = 0"),
+        ];
+        for (from, to) in edits {
+            let edited = crate::rules::DEFAULT_RULES
+                .replacen("effective_from = \"2024-01-01\"", "effective_from = \"2024-04-01\"", 1)
+                .replacen(from, to, 1);
+            let rules = RuleBook::new(vec![
+                crate::rules::RuleSet::from_toml(crate::rules::DEFAULT_RULES, "default").unwrap(),
+                crate::rules::RuleSet::from_toml(&edited, "edited").unwrap(),
+            ])
+            .unwrap();
+            let event = decode_json(
+                br#"{"type":"certification","event_id":"a","partner_id":"P","individual_id":"u1","certification":"AZURE_ADMINISTRATOR_ASSOCIATE","earned_on":"2024-03-10"}"#,
+            )
+            .unwrap();
+            let mut state = PartnerState::default();
+            state.apply(&event).unwrap();
+            let mut history = ScoreHistory::default();
+            history.record("P", &state, Some(date("2024-03-10")), date("2024-01-01"), date("2024-05-01"), &rules);
+            let (before, after) = (history.on(date("2024-03-31")), history.on(date("2024-04-01")));
+            assert_eq!(after, Some(&DaySnapshot::of(&evaluate("P", &state, date("2024-04-01"), &rules))), "{to}");
+            assert_ne!(before, after, "{to}");
+            let (before, after) = (before.unwrap(), after.unwrap());
+            let points = |s: &DaySnapshot| -> Vec<u32> {
+                s.designations.iter().flat_map(|d| d.points.iter().map(|(_, p)| *p)).collect()
+            };
+            assert_eq!(points(before), points(after), "{to}: the points changed, not only the rules");
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub use state::{Applied, PartnerState, StateError};
 use crate::calendar::{Month, last_complete_month};
 use crate::rules::{Designation, Path, QualificationRule, RuleBook, RuleSet, Subcategory};
 use chrono::NaiveDate;
+use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// What every subcategory rule evaluates against: computed once per evaluation.
@@ -66,40 +67,100 @@ pub fn evaluate(partner_id: &str, state: &PartnerState, as_of: NaiveDate, rules:
 /// partner's history up to date evaluates every day its score may have changed since the
 /// oldest new fact, a dozen or more, and putting each day's explanations together (customer
 /// ids, individuals, deployment ids, month names, then dropped) cost more than its points.
-pub(crate) fn day_points(state: &PartnerState, as_of: NaiveDate, rules: &RuleBook) -> DaySnapshot {
+pub(crate) fn day_points<'a>(state: &PartnerState, as_of: NaiveDate, rules: &'a RuleBook) -> DayPoints<'a> {
     let (set, ctx, _) = context(state, as_of, rules);
-    let designations = set
+    let points = set
         .designations
         .iter()
-        .map(|d| {
-            let area = d.solution_area;
-            let points: Vec<(String, u32)> = d
-                .subcategories
-                .iter()
-                .map(|sub| {
-                    let points = match sub {
-                        Subcategory::NetCustomerAdds(rule) => net_customer_adds::points(rule, area, &ctx),
-                        Subcategory::Skilling(rule) => skilling::points(rule, &ctx),
-                        Subcategory::UsageGrowth(rule) => usage_growth::points(rule, area, &ctx),
-                        Subcategory::Deployments(rule) => deployments::points(rule, area, &ctx),
-                    };
-                    (sub.name().to_owned(), points)
-                })
-                .collect();
-            let (total, qualified) = standing(points.iter().map(|(_, p)| *p), &set.qualification);
-            DesignationSnapshot { designation: d.name.clone(), total, qualified, points }
+        .flat_map(|d| d.subcategories.iter().map(move |sub| (d.solution_area, sub)))
+        .map(|(area, sub)| match sub {
+            Subcategory::NetCustomerAdds(rule) => net_customer_adds::points(rule, area, &ctx),
+            Subcategory::Skilling(rule) => skilling::points(rule, &ctx),
+            Subcategory::UsageGrowth(rule) => usage_growth::points(rule, area, &ctx),
+            Subcategory::Deployments(rule) => deployments::points(rule, area, &ctx),
         })
         .collect();
-    DaySnapshot { path: ctx.path, designations }
+    DayPoints { set, path: ctx.path, points }
+}
+
+/// A day's points as numbers beside the rule set that names them. Most past days a history
+/// evaluates score the same as the day before and are dropped, so the names of a
+/// [`DaySnapshot`] (a String per designation and subcategory, the same for every partner)
+/// are copied only for a day that is kept.
+pub(crate) struct DayPoints<'a> {
+    set: &'a RuleSet,
+    path: Path,
+    /// Every designation's subcategory points in rule order, one designation after another
+    /// (inline up to 32: the default rule set has 14).
+    points: SmallVec<[u32; 32]>,
+}
+
+/// One designation's points on a day, from [`DayPoints`].
+pub(crate) struct DesignationPoints<'a> {
+    pub rule: &'a Designation,
+    /// The subcategories' points, in `rule`'s order.
+    pub points: &'a [u32],
+    pub total: u32,
+    pub qualified: bool,
+}
+
+impl DayPoints<'_> {
+    pub fn designations(&self) -> impl Iterator<Item = DesignationPoints<'_>> {
+        let mut rest = &self.points[..];
+        self.set.designations.iter().map(move |rule| {
+            let (points, after) = rest.split_at(rule.subcategories.len());
+            rest = after;
+            let (total, qualified) = standing(points.iter().copied(), &self.set.qualification);
+            DesignationPoints { rule, points, total, qualified }
+        })
+    }
+
+    /// Whether `snapshot` holds the same day's score: names, points and standing.
+    pub fn matches(&self, snapshot: &DaySnapshot) -> bool {
+        snapshot.path == self.path
+            && snapshot.designations.len() == self.set.designations.len()
+            && snapshot.designations.iter().zip(self.designations()).all(|(kept, day)| {
+                kept.designation == day.rule.name
+                    && kept.total == day.total
+                    && kept.qualified == day.qualified
+                    && kept.points.len() == day.points.len()
+                    && kept
+                        .points
+                        .iter()
+                        .zip(day.rule.subcategories.iter().zip(day.points))
+                        .all(|((name, points), (sub, day_points))| name == sub.name() && points == day_points)
+            })
+    }
+
+    pub fn snapshot(&self) -> DaySnapshot {
+        DaySnapshot {
+            path: self.path,
+            designations: self
+                .designations()
+                .map(|d| DesignationSnapshot {
+                    designation: d.rule.name.clone(),
+                    total: d.total,
+                    qualified: d.qualified,
+                    points: d
+                        .rule
+                        .subcategories
+                        .iter()
+                        .map(|s| s.name().to_owned())
+                        .zip(d.points.iter().copied())
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The rule set in force on `as_of`, what its subcategory rules evaluate against, and the
 /// path decided (spec §4).
-fn context<'a>(
-    state: &'a PartnerState,
+fn context<'s, 'r: 's>(
+    state: &'s PartnerState,
     as_of: NaiveDate,
-    rules: &'a RuleBook,
-) -> (&'a RuleSet, Context<'a>, path::PathDecision) {
+    rules: &'r RuleBook,
+) -> (&'r RuleSet, Context<'s>, path::PathDecision) {
     let set = rules.for_date(as_of);
     let m = last_complete_month(as_of);
     let path = path::decide(state, m, &set.path);
