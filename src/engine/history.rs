@@ -109,20 +109,19 @@ impl ScoreHistory {
         let mut day = from;
         loop {
             // Past days need only their points; today's score is the full report.
-            let score = if day == today {
+            let last = self.entries.last().map(|(_, snapshot)| snapshot);
+            let (score, changed) = if day == today {
                 let score = evaluate(partner_id, state, day, rules);
                 let snapshot = DaySnapshot::of(&score);
-                if self.entries.last().is_none_or(|(_, last)| *last != snapshot) {
-                    self.entries.push((day, snapshot));
-                }
-                Some(score)
+                let changed = (last != Some(&snapshot)).then_some(snapshot);
+                (Some(score), changed)
             } else {
                 let points = day_points(state, day, rules);
-                if self.entries.last().is_none_or(|(_, last)| !points.matches(last)) {
-                    self.entries.push((day, points.snapshot()));
-                }
-                None
+                (None, last.is_none_or(|last| !points.matches(last)).then(|| points.snapshot()))
             };
+            if let Some(snapshot) = changed {
+                self.entries.push((day, snapshot));
+            }
             match next_change_after(state, day, rules) {
                 Some(next) if next <= today => day = next,
                 // Nothing changes between `day` and today but the date itself.

@@ -115,13 +115,13 @@ impl DayPoints<'_> {
         })
     }
 
-    /// Whether `snapshot` holds the same day's score: names, points and standing.
+    /// Whether `snapshot` holds the same day's score: names, points and standing (the
+    /// total is the points' sum).
     pub fn matches(&self, snapshot: &DaySnapshot) -> bool {
         snapshot.path == self.path
             && snapshot.designations.len() == self.set.designations.len()
             && snapshot.designations.iter().zip(self.designations()).all(|(kept, day)| {
                 kept.designation == day.rule.name
-                    && kept.total == day.total
                     && kept.qualified == day.qualified
                     && kept.points.len() == day.points.len()
                     && kept
