@@ -24,7 +24,8 @@ const TOPIC: &str = "bench.events";
 const PARTITIONS: i32 = 6;
 
 /// The servers' builds, printed with the figures: two tansu binaries that both call
-/// themselves 0.6.0 gave ingest figures a factor of two apart (README, Performance).
+/// themselves 0.6.0 gave ingest figures a factor of two apart (docs/performance-log.md,
+/// seventeenth round).
 fn server_versions(broker: &support::Broker) -> String {
     let version = |program: &std::path::Path| {
         std::process::Command::new(program).arg("--version").output().ok().map_or_else(

@@ -18,7 +18,8 @@ use std::ffi::{c_long, c_void};
 /// new partners a second 3.x's allocation path alone was 7 % of the benchmark process's
 /// samples. In twelve benchmark runs alternated with twelve on 3.x, 2.x took about 1.5 µs
 /// off an event's CPU and met the 100 ms freshness target at 20k events/s in eight runs
-/// against two (README, "Performance"), for 30–50 MiB more at the peak of a catch-up.
+/// against two (docs/performance-log.md, twenty-fifth round), for 30–50 MiB more at the
+/// peak of a catch-up.
 #[global_allocator]
 static ALLOCATOR: Mimalloc = Mimalloc;
 
@@ -113,7 +114,7 @@ const PURGE_DELAY_VARIABLE: &str = "MIMALLOC_PURGE_DELAY";
 /// events/s). With 100 ms, in eight benchmark runs alternated with eight at 10 ms, the
 /// benchmark process spent 38–42 µs an event at 20k events/s against 39–45, and the
 /// freshness p99 was lower in all eight; `pcs serve` catching up on 1M events peaked at
-/// 681 and 762 MiB against 660–700 (README, "Performance").
+/// 681 and 762 MiB against 660–700 (docs/performance-log.md, twenty-fifth round).
 const PURGE_DELAY_MS: c_long = 100;
 
 /// Sets the purge delay to `PURGE_DELAY_MS`, unless the operator chose one with

@@ -14,7 +14,7 @@ use std::time::Duration;
 /// limit is. The price is memory: up to two batches are held (the one applied and the one
 /// whose scores await the broker's acknowledgement), and a catch-up's peak grew by about
 /// 1.3 KB per event of this limit. Measured with 1M events over 20k partners (eighteenth
-/// round, README "Performance"), ingest and `pcs serve`'s peak RSS catching up alone:
+/// round, docs/performance-log.md), ingest and `pcs serve`'s peak RSS catching up alone:
 /// - 100k: 92k-115k events/s, 502-540 MiB;
 /// - 200k: 129k-133k events/s, 629-649 MiB;
 /// - 300k: 127k-138k events/s, 819-831 MiB;

@@ -2,8 +2,8 @@
 //!
 //! Every partner commit hands its stored score to the commit script, and Redis's Lua hashes
 //! every byte of every argument before the script runs: an empty script given a 2.8 KB
-//! commit's arguments cost Redis 13–14 µs, against 3.5 µs without them (README,
-//! "Performance", fourteenth round). A new partner's stored score
+//! commit's arguments cost Redis 13–14 µs, against 3.5 µs without them
+//! (docs/performance-log.md, fourteenth round). A new partner's stored score
 //! is 1.5 KB of its 1.7 KB commit, and its explanations' wording repeats: compressed it is
 //! 0.56 KB, in about a microsecond on the scoring side, and Redis also holds that much less.
 //! Reading it back (GetScore) costs about 0.2 µs.
