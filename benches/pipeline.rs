@@ -55,29 +55,32 @@ fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// ~90 % ACR lines over `partners` partners, 8 customers each, the 12 months to 2024-06.
-fn events(n: u64, partners: u64) -> Vec<Vec<u8>> {
+/// The pre-fill's seed for [`events`].
+const PRE_FILL_SEED: u64 = 0x2545_F491_4F6C_DD1D;
+
+/// ~90 % ACR lines over `partners` partners, 8 customers each, the 12 months to 2024-06,
+/// drawn from `seed`, with event ids that start with `ids`.
+fn events(n: u64, partners: u64, seed: u64, ids: &str) -> impl Iterator<Item = Vec<u8>> {
     const AREAS: [&str; 3] = ["DATA_AI", "DIGITAL_APP_INNOVATION", "INFRASTRUCTURE"];
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    (0..n)
-        .map(|i| {
+    let mut x = seed;
+    (0..n).map(move |i| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             let p = x % partners;
             let line = match x % 20 {
                 0 => format!(
-                    r#"{{"type":"certification","event_id":"c{i}","partner_id":"B{p}","individual_id":"u{}","certification":"AZURE_ADMINISTRATOR_ASSOCIATE","earned_on":"2023-09-01"}}"#,
+                    r#"{{"type":"certification","event_id":"{ids}c{i}","partner_id":"B{p}","individual_id":"u{}","certification":"AZURE_ADMINISTRATOR_ASSOCIATE","earned_on":"2023-09-01"}}"#,
                     x % 30
                 ),
                 1 => format!(
-                    r#"{{"type":"deployment","event_id":"d{i}","partner_id":"B{p}","deployment_id":"d{}","customer_id":"C1","solution_area":"{}","service":"AKS","attribution":"CSP","deployed_on":"2024-0{}-10"}}"#,
+                    r#"{{"type":"deployment","event_id":"{ids}d{i}","partner_id":"B{p}","deployment_id":"d{}","customer_id":"C1","solution_area":"{}","service":"AKS","attribution":"CSP","deployed_on":"2024-0{}-10"}}"#,
                     x % 40,
                     AREAS[(x % 3) as usize],
                     x % 6 + 1
                 ),
                 _ => format!(
-                    r#"{{"type":"acr","event_id":"a{i}","partner_id":"B{p}","customer_id":"C{}","customer_segment":"SMB","solution_area":"{}","attribution":"PAL","month":"{}","amount_micros":"{}"}}"#,
+                    r#"{{"type":"acr","event_id":"{ids}a{i}","partner_id":"B{p}","customer_id":"C{}","customer_segment":"SMB","solution_area":"{}","attribution":"PAL","month":"{}","amount_micros":"{}"}}"#,
                     x % 8,
                     AREAS[(x % 3) as usize],
                     if x % 12 < 6 { format!("2024-{:02}", x % 6 + 1) } else { format!("2023-{:02}", x % 6 + 7) },
@@ -85,8 +88,7 @@ fn events(n: u64, partners: u64) -> Vec<Vec<u8>> {
                 ),
             };
             line.into_bytes()
-        })
-        .collect()
+    })
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -263,7 +265,7 @@ async fn main() {
     // 1. Pre-fill, as `pcs produce` sends a file.
     let producer: FutureProducer = cluster.bulk_producer().create().unwrap();
     let started = Instant::now();
-    send_lines(&producer, TOPIC, events(n, partners)).await.unwrap();
+    send_lines(&producer, TOPIC, events(n, partners, PRE_FILL_SEED, "").collect::<Vec<_>>()).await.unwrap();
     let fill = started.elapsed();
     println!("| pre-fill (produce) | {:.0} events/s | {:.1} s |", n as f64 / fill.as_secs_f64(), fill.as_secs_f64());
 
@@ -514,8 +516,73 @@ async fn main() {
         with_burst.as_secs_f64() / alone.as_secs_f64()
     );
 
+    // 9. Reads during a catch-up: a backlog of events for the pre-filled partners, produced
+    // in bulk while GetScore and the health check each run at half the read phase's rate. A
+    // live service catches up after a deploy, an outage or a backfill, and its readers keep
+    // reading meanwhile: then the applier's pipelined writes and the reads share Redis and
+    // the cores. Only the reads sent before the backlog was committed to its end count.
+    let catch_up = if smoke { 2_000 } else { 100_000 * seconds };
+    let half = qps / 2;
+    let producer: FutureProducer = cluster.bulk_producer().create().unwrap();
+    let mut lines = events(catch_up, partners, CATCH_UP_SEED, "K");
+    // The producer's start-up (about 500 ms on tansu) is not the catch-up's.
+    send_lines(&producer, TOPIC, lines.next()).await.unwrap();
+    let read_phase = Instant::now();
+    let reads = tokio::spawn({
+        let addr = addr.clone();
+        async move {
+            read_load::<_, ChangedPartner>(&addr, half, seconds, GET_SCORE, move |k| proto::GetScoreRequest {
+                partner_id: format!("B{}", k % partners),
+                as_of: None,
+            })
+            .await
+        }
+    });
+    let checks = tokio::spawn({
+        let addr = addr.clone();
+        async move {
+            read_load::<_, tonic_health::pb::HealthCheckResponse>(&addr, half, seconds, HEALTH_CHECK, |_| {
+                tonic_health::pb::HealthCheckRequest { service: String::new() }
+            })
+            .await
+        }
+    });
+    send_lines(&producer, TOPIC, lines).await.unwrap();
+    let end = topic_end(&watcher);
+    while committed(&watcher) < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(read_phase.elapsed() < Duration::from_secs(600), "the catch-up did not end within 600 s");
+    }
+    let caught_up = read_phase.elapsed();
+    tokio::task::spawn_blocking(move || drop(producer)).await.expect("the producer is dropped");
+    let during = |timed: Vec<TimedRead>| -> Vec<Duration> {
+        let kept: Vec<TimedRead> = timed.into_iter().filter(|read| read.started < caught_up).collect();
+        sorted_latencies(&kept)
+    };
+    let (reads, checks) = (during(reads.await.unwrap()), during(checks.await.unwrap()));
+    println!(
+        "| reads during a catch-up of {catch_up} events for the pre-filled partners, {:.1} s to the end | GetScore at {half} QPS: p50 {} | p99 {} | {} answered during it | health Check at {half} QPS: p50 {} | p99 {} | {} answered during it |",
+        caught_up.as_secs_f64(),
+        ms(percentile(&reads, 0.5)),
+        ms(percentile(&reads, 0.99)),
+        reads.len(),
+        ms(percentile(&checks, 0.5)),
+        ms(percentile(&checks, 0.99)),
+        checks.len()
+    );
+
     let _ = shutdown.send(());
     let _ = service.await;
+}
+
+/// Another seed for [`events`]: the catch-up's facts are not the pre-fill's again.
+const CATCH_UP_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The events topic's end: the sum of its partitions' high watermarks.
+fn topic_end(consumer: &BaseConsumer) -> i64 {
+    (0..PARTITIONS)
+        .map(|p| consumer.fetch_watermarks(TOPIC, p, Duration::from_secs(5)).expect("the topic's watermarks").1)
+        .sum()
 }
 
 /// One request of a read load, as offsets from the start of the phase.
