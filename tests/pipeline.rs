@@ -195,6 +195,40 @@ async fn a_batch_takes_the_events_already_queued_without_waiting() {
     service.stop().await;
 }
 
+/// Reads go over connections of their own. Redis answers a connection's commands in order,
+/// so a read sent on the applier's connection would wait behind every commit pipelined before
+/// it. Here Redis holds the applier's commit (`CLIENT PAUSE … WRITE` stops a client at its
+/// first write, with everything it sent after it): GetScore must still answer, and once Redis
+/// lets go, the held event is applied as usual. On one shared connection the read waits out
+/// the store's 1 s timeout and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_answered_while_redis_holds_the_applier() {
+    let broker = Broker::start();
+    let redis = Redis::start();
+    let service = Service::start(config(&broker, &redis, "apart", "2024-07-10")).await;
+    let topic = service.config.events_topic.clone();
+    produce_lines(&broker.bootstrap, &topic, &acr("h-1", "P1", "C1", "2024-06", 100)).await;
+    wait_until("the first event", Duration::from_secs(60), || async { ttm(&service, "P1").await.is_some() }).await;
+    let mut admin = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let redis_says = async |admin: &mut redis::aio::MultiplexedConnection, args: &[&str]| -> String {
+        redis::cmd(args[0]).arg(&args[1..]).query_async(admin).await.unwrap()
+    };
+    redis_says(&mut admin, &["CLIENT", "PAUSE", "10000", "WRITE"]).await;
+    produce_lines(&broker.bootstrap, &topic, &acr("h-2", "P2", "C1", "2024-06", 200)).await;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while !redis_says(&mut admin, &["INFO", "clients"]).await.contains("blocked_clients:1") {
+        assert!(Instant::now() < deadline, "the applier's commit never reached Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ttm(&service, "P1").await, Some(100_000_000), "a read while the applier is held");
+    assert_eq!(ttm(&service, "P2").await, None, "the held event is not applied before Redis lets go");
+    assert!(redis_says(&mut admin, &["INFO", "clients"]).await.contains("blocked_clients:1"), "still held");
+    redis_says(&mut admin, &["CLIENT", "UNPAUSE"]).await;
+    wait_until("the held event", Duration::from_secs(60), || async { ttm(&service, "P2").await == Some(200_000_000) })
+        .await;
+    service.stop().await;
+}
+
 /// A stream of events over many partners, its expected reports computed by the library.
 fn stream(partners: usize, events: usize) -> (String, BTreeMap<String, Value>) {
     let mut lines = Vec::new();
