@@ -57,6 +57,8 @@ fn env(name: &str, default: u64) -> u64 {
 
 /// The pre-fill's seed for [`events`].
 const PRE_FILL_SEED: u64 = 0x2545_F491_4F6C_DD1D;
+/// The last phase's seed for [`events`]: the catch-up's facts are not the pre-fill's again.
+const CATCH_UP_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// ~90 % ACR lines over `partners` partners, 8 customers each, the 12 months to 2024-06,
 /// drawn from `seed`, with event ids that start with `ids`.
@@ -64,30 +66,30 @@ fn events(n: u64, partners: u64, seed: u64, ids: &str) -> impl Iterator<Item = V
     const AREAS: [&str; 3] = ["DATA_AI", "DIGITAL_APP_INNOVATION", "INFRASTRUCTURE"];
     let mut x = seed;
     (0..n).map(move |i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let p = x % partners;
-            let line = match x % 20 {
-                0 => format!(
-                    r#"{{"type":"certification","event_id":"{ids}c{i}","partner_id":"B{p}","individual_id":"u{}","certification":"AZURE_ADMINISTRATOR_ASSOCIATE","earned_on":"2023-09-01"}}"#,
-                    x % 30
-                ),
-                1 => format!(
-                    r#"{{"type":"deployment","event_id":"{ids}d{i}","partner_id":"B{p}","deployment_id":"d{}","customer_id":"C1","solution_area":"{}","service":"AKS","attribution":"CSP","deployed_on":"2024-0{}-10"}}"#,
-                    x % 40,
-                    AREAS[(x % 3) as usize],
-                    x % 6 + 1
-                ),
-                _ => format!(
-                    r#"{{"type":"acr","event_id":"{ids}a{i}","partner_id":"B{p}","customer_id":"C{}","customer_segment":"SMB","solution_area":"{}","attribution":"PAL","month":"{}","amount_micros":"{}"}}"#,
-                    x % 8,
-                    AREAS[(x % 3) as usize],
-                    if x % 12 < 6 { format!("2024-{:02}", x % 6 + 1) } else { format!("2023-{:02}", x % 6 + 7) },
-                    (x % 5_000) * 1_000_000
-                ),
-            };
-            line.into_bytes()
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let p = x % partners;
+        let line = match x % 20 {
+            0 => format!(
+                r#"{{"type":"certification","event_id":"{ids}c{i}","partner_id":"B{p}","individual_id":"u{}","certification":"AZURE_ADMINISTRATOR_ASSOCIATE","earned_on":"2023-09-01"}}"#,
+                x % 30
+            ),
+            1 => format!(
+                r#"{{"type":"deployment","event_id":"{ids}d{i}","partner_id":"B{p}","deployment_id":"d{}","customer_id":"C1","solution_area":"{}","service":"AKS","attribution":"CSP","deployed_on":"2024-0{}-10"}}"#,
+                x % 40,
+                AREAS[(x % 3) as usize],
+                x % 6 + 1
+            ),
+            _ => format!(
+                r#"{{"type":"acr","event_id":"{ids}a{i}","partner_id":"B{p}","customer_id":"C{}","customer_segment":"SMB","solution_area":"{}","attribution":"PAL","month":"{}","amount_micros":"{}"}}"#,
+                x % 8,
+                AREAS[(x % 3) as usize],
+                if x % 12 < 6 { format!("2024-{:02}", x % 6 + 1) } else { format!("2023-{:02}", x % 6 + 7) },
+                (x % 5_000) * 1_000_000
+            ),
+        };
+        line.into_bytes()
     })
 }
 
@@ -520,7 +522,8 @@ async fn main() {
     // in bulk while GetScore and the health check each run at half the read phase's rate. A
     // live service catches up after a deploy, an outage or a backfill, and its readers keep
     // reading meanwhile: then the applier's pipelined writes and the reads share Redis and
-    // the cores. Only the reads sent before the backlog was committed to its end count.
+    // the cores. Only the reads sent before the backlog was committed to its end count (by
+    // the loads' own clocks, which start a few milliseconds later, once connected).
     let catch_up = if smoke { 2_000 } else { 100_000 * seconds };
     let half = qps / 2;
     let producer: FutureProducer = cluster.bulk_producer().create().unwrap();
@@ -574,9 +577,6 @@ async fn main() {
     let _ = shutdown.send(());
     let _ = service.await;
 }
-
-/// Another seed for [`events`]: the catch-up's facts are not the pre-fill's again.
-const CATCH_UP_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// The events topic's end: the sum of its partitions' high watermarks.
 fn topic_end(consumer: &BaseConsumer) -> i64 {
