@@ -113,16 +113,15 @@ pub async fn serve(mut config: ServeConfig, shutdown: broadcast::Sender<()>) -> 
     let result = match config.redis_url.clone() {
         None if !config.redis_cluster_nodes.is_empty() => {
             let connect = || RedisStore::connect_cluster(&config.redis_cluster_nodes, prefix, timeout);
-            run(&config, &cluster, Stores { applier: connect()?, api: connect()? }, rules, shutdown).await
+            run(&config, &cluster, Stores::apart(connect)?, rules, shutdown).await
         }
         Some(url) => {
             let connect = || RedisStore::connect(&url, prefix, timeout);
-            run(&config, &cluster, Stores { applier: connect()?, api: connect()? }, rules, shutdown).await
+            run(&config, &cluster, Stores::apart(connect)?, rules, shutdown).await
         }
         None => {
             tracing::warn!("PLAYGROUND: no --redis-url, so state is kept in memory: NOTHING SURVIVES A RESTART");
-            let store = MemoryStore::default();
-            run(&config, &cluster, Stores { applier: store.clone(), api: store }, rules, shutdown).await
+            run(&config, &cluster, Stores::shared(MemoryStore::default()), rules, shutdown).await
         }
     };
     drop(playground);
@@ -135,11 +134,23 @@ pub async fn serve(mut config: ServeConfig, shutdown: broadcast::Sender<()>) -> 
 /// batch's commits as one pipeline of up to 2,000 partners, tens of milliseconds of Redis's
 /// time in a catch-up: on one shared connection, every read that came meanwhile waited
 /// behind all of them. In the benchmark's reads during a catch-up (1M events for 20k
-/// partners, GetScore at 2.5k QPS, three runs each), GetScore took 80-103 ms at the median
-/// on the shared connection and 8.4-10.8 ms on its own, and the catch-up took as long.
+/// partners, GetScore at 2.5k QPS, seven alternated runs each), GetScore took 53-187 ms at
+/// the median on the shared connection and 8-17 ms on its own, and the catch-up took as long.
 struct Stores<S> {
     applier: S,
     api: S,
+}
+
+impl<S: Clone> Stores<S> {
+    /// Two handles, each connected by `connect`.
+    fn apart<E>(connect: impl Fn() -> Result<S, E>) -> Result<Stores<S>, E> {
+        Ok(Stores { applier: connect()?, api: connect()? })
+    }
+
+    /// One handle for both: a store without connections, where nothing queues.
+    fn shared(store: S) -> Stores<S> {
+        Stores { applier: store.clone(), api: store }
+    }
 }
 
 async fn run<S: StateStore>(
