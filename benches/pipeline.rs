@@ -292,6 +292,8 @@ async fn main() {
     config.listen = format!("127.0.0.1:{listen_port}").parse().unwrap();
     config.batch_max_events = env("PCS_BENCH_BATCH", pcs::config::DEFAULT_BATCH_MAX_EVENTS as u64) as usize;
     config.batch_max_wait_ms = env("PCS_BENCH_BATCH_WAIT_MS", config.batch_max_wait_ms);
+    config.scoring_nice = env("PCS_BENCH_SCORING_NICE", 0).try_into().expect("PCS_BENCH_SCORING_NICE is 0-19");
+    let workers = pcs::ingest::Workers::at_nice(config.scoring_nice).expect("scoring threads can be niced");
     config.watch_buffer = 65_536;
     let (shutdown, _) = tokio::sync::broadcast::channel(1);
     let rss_before_ingest = memory_bytes("VmRSS:");
@@ -486,6 +488,7 @@ async fn main() {
         rules: Arc::new(pcs::rules::RuleBook::embedded()),
         history_days: 400,
         dedup_window_days: 7,
+        workers,
     };
     let started = Instant::now();
     let changed = applier.roll_over(pcs::calendar::parse_date("2024-08-01").unwrap(), 1000).await.unwrap();

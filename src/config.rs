@@ -143,6 +143,11 @@ pub struct ServeConfig {
     /// batch was applied) are taken at once, without this wait.
     #[arg(long, env = "PCS_BATCH_MAX_WAIT_MS", default_value_t = DEFAULT_BATCH_MAX_WAIT_MS, value_name = "MS")]
     pub batch_max_wait_ms: u64,
+    /// Nice value (1-19) of the threads that decode and score a batch (Linux); 0 scores at
+    /// the service's own priority. Reads get a core first while ingest catches up, and
+    /// scores arrive later whenever the cores are full: see the README's Performance section.
+    #[arg(long, env = "PCS_SCORING_NICE", default_value_t = 0, value_name = "NICE")]
+    pub scoring_nice: u8,
     /// Days of history kept: facts that cannot affect a score on any of these days are pruned,
     /// and GetScore answers for `as_of` within them.
     #[arg(long, env = "PCS_HISTORY_DAYS", default_value_t = 400)]
@@ -219,6 +224,9 @@ impl ServeConfig {
         }
         if !(1..=1_000_000).contains(&self.batch_max_events) {
             return fail("--batch-max-events must be 1-1000000".into());
+        }
+        if self.scoring_nice > 19 {
+            return fail("--scoring-nice must be 0-19".into());
         }
         if self.redis_timeout_ms == 0 {
             return fail("--redis-timeout-ms must be > 0".into());
@@ -299,6 +307,14 @@ mod tests {
             serve: ServeConfig,
         }
         <Cli as clap::Parser>::try_parse_from(std::iter::once("pcs").chain(args.iter().copied())).unwrap().serve
+    }
+
+    #[test]
+    fn scoring_nice_is_a_nice_value() {
+        assert_eq!(serve_args(&[]).scoring_nice, 0);
+        assert!(serve_args(&["--scoring-nice", "19"]).validate().is_ok());
+        let high = serve_args(&["--scoring-nice", "20"]).validate().unwrap_err().to_string();
+        assert!(high.contains("--scoring-nice must be 0-19"), "{high}");
     }
 
     #[test]

@@ -9,7 +9,9 @@ use crate::clock::Clock;
 use crate::config::{ConfigError, ServeConfig};
 use crate::demo::{BUNDLED, DEMO_AS_OF};
 use crate::feed::{ScorePublisher, WatchHub};
-use crate::ingest::{Applier, DeadLetterTopic, Ingest, IngestContext, IngestStatus, RolloverTiming, run_rollover};
+use crate::ingest::{
+    Applier, DeadLetterTopic, Ingest, IngestContext, IngestStatus, PriorityError, RolloverTiming, Workers, run_rollover,
+};
 use crate::kafka::{self, Cluster, KafkaError, ensure_topics, topics::TopicSpec};
 use crate::playground::Playground;
 use crate::proto::{self, server::partner_score_service_server::PartnerScoreServiceServer};
@@ -46,6 +48,8 @@ pub enum ServiceError {
     Auth(#[from] AuthError),
     #[error("TLS file {path}: {message}")]
     Tls { path: String, message: String },
+    #[error(transparent)]
+    Priority(#[from] PriorityError),
 }
 
 /// How long shutdown waits for the in-flight batch before giving up on it (its offsets are
@@ -161,6 +165,7 @@ async fn run<S: StateStore>(
     shutdown: broadcast::Sender<()>,
 ) -> Result<(), ServiceError> {
     let clock = config.now.map_or(Clock::System, Clock::Fixed);
+    let workers = Workers::at_nice(config.scoring_nice)?;
     let producer: FutureProducer = cluster.producer().create().map_err(KafkaError::Client)?;
     let status = Arc::new(IngestStatus::default());
     let consumer: StreamConsumer<IngestContext> = cluster
@@ -183,6 +188,7 @@ async fn run<S: StateStore>(
         rules: rules.clone(),
         history_days: config.history_days,
         dedup_window_days: config.dedup_window_days,
+        workers,
     };
     let ingest = Ingest {
         consumer,

@@ -717,6 +717,7 @@ async fn rollover_partner(redis: &Redis) -> RedisApplier {
         rules: std::sync::Arc::new(pcs::rules::RuleBook::embedded()),
         history_days: 400,
         dedup_window_days: 7,
+        workers: pcs::ingest::Workers::default(),
     });
     let deployment = r#"{"type":"deployment","event_id":"d","partner_id":"P1","deployment_id":"x","customer_id":"C","solution_area":"DATA_AI","service":"AKS","attribution":"PAL","deployed_on":"2023-07-20"}"#;
     apply_line(&applier, 0, deployment, "2024-07-10").await;

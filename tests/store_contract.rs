@@ -5,7 +5,9 @@
 mod support;
 
 use pcs::events::decode_json;
-use pcs::ingest::{Applier, DeadLetter, DeadLetterSink, IngestError, RawMessage, Received, ScoreSink, ScoreUpdate};
+use pcs::ingest::{
+    Applier, DeadLetter, DeadLetterSink, IngestError, RawMessage, Received, ScoreSink, ScoreUpdate, Workers,
+};
 use pcs::rules::RuleBook;
 use pcs::store::{MemoryStore, PartnerWrite, RedisStore, SourcePartition, StateStore, WriteOutcome};
 use std::sync::{Arc, Mutex};
@@ -66,7 +68,13 @@ contract!(an_unreadable_stored_score_is_left_out_of_a_republish);
 contract!(history_is_recorded_backfilled_and_kept);
 
 fn applier<S: StateStore>(store: S) -> Applier<S> {
-    Applier { store, rules: Arc::new(RuleBook::embedded()), history_days: 400, dedup_window_days: 7 }
+    Applier {
+        store,
+        rules: Arc::new(RuleBook::embedded()),
+        history_days: 400,
+        dedup_window_days: 7,
+        workers: Workers::default(),
+    }
 }
 
 /// Collects dead letters in memory (the Kafka side is tested in the pipeline tests).

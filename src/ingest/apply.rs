@@ -6,7 +6,7 @@
 //! step. A concurrent writer of the same partner (possible only when producers do not key
 //! by partner) makes the write fail on the version, and the partner is read and applied again.
 
-use super::{DeadLetter, DeadLetterSink, IngestError, Received, parallel};
+use super::{DeadLetter, DeadLetterSink, IngestError, Received, Workers};
 use crate::engine::{
     Applied, PartnerState, ScoreHistory, StateError, forecast_refresh_after, forecast_with_warnings, next_change_after,
 };
@@ -72,6 +72,8 @@ pub struct Applier<S> {
     pub history_days: u32,
     /// Event ids are remembered at least this many days after they arrive.
     pub dedup_window_days: u32,
+    /// The threads that decode and score a batch, and their CPU priority.
+    pub workers: Workers,
 }
 
 /// A partner scored as of a day: what its write carries, and what to publish.
@@ -209,7 +211,7 @@ impl<S: StateStore> Applier<S> {
     }
 
     /// Starts the read on a task of its own, which runs while this task scores (scoring
-    /// hands the worker's other tasks to another thread, see `parallel::map`), so Redis
+    /// hands the worker's other tasks to another thread, see `Workers::map`), so Redis
     /// answers it meanwhile; the requests come back with the answer.
     fn start_load(&self, requests: Vec<(String, Vec<SourcePartition>)>) -> LoadTask {
         let store = self.store.clone();
@@ -250,7 +252,7 @@ impl<S: StateStore> Applier<S> {
         rejections: &mut Rejections<'_, impl DeadLetterSink>,
     ) -> Result<(Vec<Plan>, WriteTask), IngestError> {
         let work: Vec<_> = requests.iter().zip(stored).zip(partners).collect();
-        let mut plans = parallel::map(work, |(((partner, sources), stored), (_, indexes))| {
+        let mut plans = self.workers.map(work, |(((partner, sources), stored), (_, indexes))| {
             self.plan(partner, sources, stored, indexes, events, today)
         });
         rejections.send_new(&plans, events).await?;
@@ -414,7 +416,7 @@ impl<S: StateStore> Applier<S> {
                 work.push((partner_id, stored));
             }
         }
-        let reevaluated = parallel::map(work, |(partner_id, stored)| self.reevaluation(partner_id, stored, today));
+        let reevaluated = self.workers.map(work, |(partner_id, stored)| self.reevaluation(partner_id, stored, today));
         let (writes, published): (Vec<PartnerWrite>, Vec<Option<Vec<u8>>>) = reevaluated.into_iter().unzip();
         let changing: Vec<String> =
             writes.iter().zip(&published).filter(|(_, p)| p.is_some()).map(|(w, _)| w.partner_id.clone()).collect();

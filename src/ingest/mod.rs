@@ -22,6 +22,7 @@ mod received;
 
 pub use apply::{Applier, BatchResult, ScoreSink, ScoreUpdate};
 pub use dlq::{DeadLetterSink, DeadLetterTopic, MAX_DEAD_LETTER_PAYLOAD};
+pub use parallel::{PriorityError, Workers};
 pub use received::{CONTENT_TYPE, DeadLetter, MAX_EVENT_BYTES, PROTOBUF, RawMessage, Received, decode, raw_message};
 
 use crate::clock::Clock;
@@ -352,7 +353,7 @@ impl<S: StateStore> Ingest<S> {
             .in_scope(|| {
                 // On every core: decoding a catch-up batch of 100k JSON events on the consumer
                 // task alone took a tenth of the service's time, with the other core idle.
-                let decoded = parallel::map(batch.iter().collect(), |raw| (raw, decode(raw)));
+                let decoded = self.applier.workers.map(batch.iter().collect(), |raw| (raw, decode(raw)));
                 let mut events = Vec::with_capacity(batch.len());
                 let mut letters = Vec::new();
                 for (raw, decoded) in decoded {

@@ -319,6 +319,7 @@ pub fn config(broker: &Broker, redis: &impl RedisUrl, name: &str, now: &str) -> 
         rules: Vec::new(),
         batch_max_events: 500,
         batch_max_wait_ms: pcs::config::DEFAULT_BATCH_MAX_WAIT_MS,
+        scoring_nice: 0,
         history_days: 400,
         dedup_window_days: 7,
         watch_buffer: 1024,
