@@ -21,7 +21,7 @@
 //! threads.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// Below this many items per core, a thread costs more than it saves: starting one takes
 /// tens of microseconds, scoring a partner a few to tens, decoding an event about one.
@@ -60,8 +60,7 @@ impl Workers {
 
     /// `f` applied to every item, in order, spread over the machine's cores.
     pub fn map<T: Send, R: Send>(&self, items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = cores.min(items.len() / MIN_PER_THREAD).max(1);
+        let threads = cores().min(items.len() / MIN_PER_THREAD).max(1);
         // Niced, even one thread is worth starting (on one core, it is all there is), but
         // not for under MIN_PER_THREAD items, too little to hold anything up.
         let in_place = if self.nice == 0 { threads == 1 } else { items.len() < MIN_PER_THREAD };
@@ -70,6 +69,14 @@ impl Workers {
         }
         off_the_runtime(|| on_threads(threads, self.nice, items, f))
     }
+}
+
+/// The cores this process may use, worked out once: the standard library reads the cgroup's
+/// CPU quota from files at every call, about 57 µs of system calls here, and every batch's
+/// decoding and each chunk's scoring asked.
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Sets the calling thread's nice value (Linux keeps one per thread). Raising it needs no
